@@ -1,0 +1,89 @@
+/** A JSON value: what a subject property can hold. */
+export type JsonValue =
+  | null
+  | boolean
+  | number
+  | string
+  | JsonValue[]
+  | { [key: string]: JsonValue }
+
+/**
+ * Validates `value` as JSON and returns a deep copy of it, so that later mutation by the caller
+ * changes nothing held by Substate. Throws a `TypeError` naming `what` for anything that JSON
+ * cannot carry faithfully: `undefined`, functions, symbols, BigInt, non-finite numbers, class
+ * instances (Map, Set, Date...), and cycles.
+ */
+export function copyJson(value: unknown, what: string): JsonValue {
+  // Fast path: primitives need neither copy nor walk.
+  switch (typeof value) {
+    case 'string':
+    case 'boolean':
+      return value
+    case 'number':
+      if (Number.isFinite(value)) return value
+      throw new TypeError(`${what} is ${value}, which is not a JSON value (use null or a string)`)
+    case 'object':
+      if (value === null) return null
+      return copyObject(value, what, [])
+    default:
+      throw new TypeError(`${what} is a ${typeof value}, which is not a JSON value`)
+  }
+}
+
+function copyObject(value: object, path: string, stack: object[]): JsonValue {
+  if (stack.includes(value)) throw new TypeError(`${path} contains a cycle, which JSON cannot hold`)
+  stack.push(value)
+  let out: JsonValue
+  if (Array.isArray(value)) {
+    const arr: JsonValue[] = new Array(value.length)
+    for (let i = 0; i < value.length; i++) arr[i] = copyAny(value[i], `${path}[${i}]`, stack)
+    out = arr
+  } else {
+    const proto = Object.getPrototypeOf(value)
+    if (proto !== Object.prototype && proto !== null) {
+      const kind = (value as { constructor?: { name?: string } }).constructor?.name ?? 'object'
+      throw new TypeError(`${path} is a ${kind}, which is not a JSON value (use a plain object)`)
+    }
+    const obj: { [key: string]: JsonValue } = {}
+    for (const key of Object.keys(value)) {
+      const v = (value as Record<string, unknown>)[key]
+      obj[key] = copyAny(v, `${path}.${key}`, stack)
+    }
+    out = obj
+  }
+  stack.pop()
+  return out
+}
+
+function copyAny(value: unknown, path: string, stack: object[]): JsonValue {
+  if (typeof value === 'object' && value !== null) return copyObject(value, path, stack)
+  return copyJson(value, path)
+}
+
+/** Deep copy of a value already known to be JSON (no validation). */
+export function cloneJson<T extends JsonValue | undefined>(value: T): T {
+  if (typeof value !== 'object' || value === null) return value
+  if (Array.isArray(value)) return value.map((v) => cloneJson(v)) as T
+  const out: Record<string, JsonValue> = {}
+  for (const key of Object.keys(value))
+    out[key] = cloneJson((value as Record<string, JsonValue>)[key]!)
+  return out as T
+}
+
+/** Deep equality of two JSON values (`undefined` means absent). Key order does not matter. */
+export function jsonEqual(a: JsonValue | undefined, b: JsonValue | undefined): boolean {
+  if (a === b) return true
+  if (typeof a !== 'object' || typeof b !== 'object' || a === null || b === null) return false
+  if (Array.isArray(a)) {
+    if (!Array.isArray(b) || a.length !== b.length) return false
+    for (let i = 0; i < a.length; i++) if (!jsonEqual(a[i], b[i])) return false
+    return true
+  }
+  if (Array.isArray(b)) return false
+  const ka = Object.keys(a)
+  if (ka.length !== Object.keys(b).length) return false
+  for (const k of ka) {
+    if (!Object.hasOwn(b, k) || !jsonEqual(a[k], b[k])) return false
+  }
+  return true
+}

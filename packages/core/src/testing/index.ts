@@ -1,0 +1,11 @@
+/**
+ * Test kit for Substate and its adapters.
+ *
+ * @example
+ * import { describeStorage } from '@substate/core/testing'
+ * describeStorage('memory', { create: () => createMemoryStorage() })
+ * @module
+ */
+
+export type { StorageFactory } from './describe-storage.js'
+export { describeStorage } from './describe-storage.js'
