@@ -1,7 +1,41 @@
 /**
+ * Substate core: a container of glob-routed handlers, subjects with reactive properties, and
+ * pluggable storage.
+ *
+ * @example
+ * import { createContainer, SUBJECT_PROPERTY_CHANGED } from '@substate/core'
+ *
+ * const container = createContainer()
+ * const { on, when } = container.handlers()
+ * on(SUBJECT_PROPERTY_CHANGED, when((ctx) => ctx.propertyName === 'cpu'), async (ctx) => {
+ *   await ctx.subject.set('health', (ctx.newValue as number) > 90 ? 'critical' : 'healthy')
+ * })
+ * await container.subject('device:1').set('cpu', 95)
  * @module
  */
 
+export type { Middleware } from './compose.js'
+export { compose } from './compose.js'
+export type {
+  CloseReport,
+  Container,
+  ContainerOptions,
+  ContextEmitOptions,
+  Emit,
+  EmitOptions,
+  EventContext,
+  Filter,
+  Handler,
+  Handlers,
+  IncomingEvent,
+  MethodDecorator,
+  On,
+  ReceiveResult,
+  RouteOptions,
+  Unsubscribe,
+  WhenFilter,
+} from './container.js'
+export { createContainer } from './container.js'
 export type { SubstateErrorCode } from './errors.js'
 export {
   CascadeDepthError,
@@ -19,6 +53,7 @@ export type { JsonValue } from './json.js'
 export { cloneJson, copyJson, jsonEqual } from './json.js'
 export type { MemoryStorageOptions } from './memory-storage.js'
 export { createMemoryStorage } from './memory-storage.js'
+export type { HandlerMetrics, MetricsSnapshot } from './metrics.js'
 export type { GlobMatcher } from './router.js'
 export { compileGlob } from './router.js'
 export type {
@@ -31,5 +66,31 @@ export type {
   StorageProvider,
   SubjectSnapshot,
   SubjectStorage,
-  Updater,
+  Updater as StorageUpdater,
 } from './storage.js'
+export type {
+  BuiltinEvents,
+  DeadLetter,
+  DeadLetterSink,
+  EmitResult,
+  EventMap,
+  GetOptions,
+  HandlerFailure,
+  HandlerOptions,
+  OutboundEmitter,
+  PayloadOf,
+  PropertyChangedPayload,
+  PropertyDeletedPayload,
+  RetryPolicy,
+  SetOptions,
+  Subject,
+  SubjectDeletedPayload,
+  SubstateEvent,
+  Updater,
+  WriteOptions,
+} from './types.js'
+export {
+  SUBJECT_DELETED,
+  SUBJECT_PROPERTY_CHANGED,
+  SUBJECT_PROPERTY_DELETED,
+} from './types.js'

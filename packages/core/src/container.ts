@@ -1,0 +1,1076 @@
+import { randomUUID } from 'node:crypto'
+import { filter, type Observable, Subject as RxSubject } from 'rxjs'
+import { compose, type Middleware } from './compose.js'
+import { CascadeDepthError, HandlerError, ShutdownError, TimeoutError } from './errors.js'
+import { copyJson, type JsonValue } from './json.js'
+import { KeyedQueue } from './keyed-queue.js'
+import { createMemoryStorage } from './memory-storage.js'
+import { Metrics, type MetricsSnapshot } from './metrics.js'
+import { compileGlob, Router } from './router.js'
+import { type Scope, scopes, type UnitOfWork } from './scope.js'
+import type { StorageProvider, SubjectStorage } from './storage.js'
+import { SubjectState } from './subject.js'
+import type {
+  DeadLetterSink,
+  EmitResult,
+  EventMap,
+  HandlerFailure,
+  HandlerOptions,
+  OutboundEmitter,
+  PayloadOf,
+  Subject,
+  SubstateEvent,
+} from './types.js'
+
+/** The context a handler, filter and middleware receive: one object per event. */
+export interface EventContext<P = unknown> {
+  readonly type: string
+  readonly id: string
+  readonly subject: Subject
+  readonly payload: P
+  readonly extra: Readonly<Record<string, unknown>> | undefined
+  readonly originId: string
+  /** Shared by the middleware and handlers of this event. */
+  readonly metadata: Map<string, unknown>
+  /** Aborted when the container shuts down past its drain timeout, or the handler times out. */
+  readonly signal: AbortSignal
+  /** Property events: the property's name. */
+  readonly propertyName: string | undefined
+  /** Property events: the value replaced (`undefined` for a new property). */
+  readonly oldValue: JsonValue | undefined
+  /** Property-changed events: the value written. */
+  readonly newValue: JsonValue | undefined
+  /** The whole event. */
+  readonly event: SubstateEvent<P>
+  /**
+   * Emits a nested event (depth-first, inherits the origin id); defaults to this event's subject.
+   * Resolves after its handlers and their cascade.
+   */
+  emit(type: string, payload?: unknown, options?: ContextEmitOptions): Promise<EmitResult>
+}
+
+/** Options of `ctx.emit`. */
+export interface ContextEmitOptions extends EmitOptions {
+  /** The subject of the nested event. @default ctx.subject */
+  readonly subject?: Subject | string
+}
+
+/** Options of `emit`. */
+export interface EmitOptions {
+  /** Context for handlers (`ctx.extra`); not sent on the wire. */
+  readonly extra?: Record<string, unknown>
+  /** Send to this URL (needs the container's `targets.dispatchUrl`), not to local handlers. */
+  readonly dispatchUrl?: string
+  /** Publish to this topic (needs the container's `targets.topic`), not to local handlers. */
+  readonly topic?: string
+}
+
+/** A filter: the handler runs only when every filter returns true. A throwing filter counts as false. */
+export type Filter<C = EventContext> = (ctx: C) => boolean | Promise<boolean>
+
+/** A handler function. */
+export type Handler<C = EventContext> = (ctx: C) => unknown
+
+declare const FILTER_TAG: unique symbol
+/** What `when(...)` returns: a filter for `on(...)`, usable as a method decorator too. */
+export interface WhenFilter<C = EventContext> {
+  (method: unknown, context: ClassMethodDecoratorContext): void
+  readonly [FILTER_TAG]: Filter<C>
+}
+
+/** Removes a handler; also `Disposable` (`using off = on(...)`). */
+export type Unsubscribe = (() => void) & Disposable
+
+/** A standard (TC39) method decorator, as returned by `on(pattern)` without a handler. */
+export type MethodDecorator = (method: unknown, context: ClassMethodDecoratorContext) => void
+
+type Ctx<E, T> = EventContext<PayloadOf<E, T>>
+
+/** `on`: register a handler (patterns, filters, options, function) or decorate a method. */
+export interface On<E> {
+  <const T extends string>(
+    pattern: T | readonly T[],
+    ...rest: [...(WhenFilter<Ctx<E, T>> | HandlerOptions)[], Handler<Ctx<E, T>>]
+  ): Unsubscribe
+  (...args: [...(string | readonly string[] | WhenFilter | HandlerOptions)[], Handler]): Unsubscribe
+  (...patterns: (string | readonly string[] | HandlerOptions)[]): MethodDecorator
+}
+
+/** `emit`: dispatch an event about a subject; see {@link Container.emit}. */
+export type Emit<E> = <const T extends string>(
+  type: T,
+  subject: Subject | string,
+  payload?: PayloadOf<E, T>,
+  options?: EmitOptions,
+) => Promise<EmitResult>
+
+/** What `container.handlers()` hands out. */
+export interface Handlers<E> {
+  readonly on: On<E>
+  readonly when: <C = EventContext>(filter: Filter<C>) => WhenFilter<C>
+  readonly middleware: (fn: Middleware<EventContext>) => Unsubscribe
+  readonly emit: Emit<E>
+}
+
+/** An event arriving from outside (HTTP, Pub/Sub), handled in a unit of work by `receive`. */
+export interface IncomingEvent {
+  readonly id: string
+  readonly source: string
+  readonly type: string
+  readonly subject: string
+  readonly payload?: unknown
+  /** Milliseconds since the epoch. @default now */
+  readonly time?: number
+  /** The sender's origin id (re-seeds this cascade). @default a new one */
+  readonly originId?: string
+  readonly extensions?: Readonly<Record<string, string | number | boolean>>
+  /** For property events sent by another service. */
+  readonly propertyName?: string
+}
+
+/** The outcome of {@link Container.receive}. */
+export interface ReceiveResult {
+  /**
+   * `handled`: handlers succeeded (or failures were durably dead-lettered) and every subject the
+   * unit touched was stored: acknowledge. `duplicate`: this `source`+`id` was already handled:
+   * acknowledge. `failed`: do not acknowledge; nothing the unit cached was stored.
+   */
+  readonly status: 'handled' | 'duplicate' | 'failed'
+  readonly result?: EmitResult
+  /** Why it failed: the first undead-lettered failure's error, or the storage error. */
+  readonly error?: Error
+}
+
+/** What `close()` reports. */
+export interface CloseReport {
+  /** Top-level events and units of work that were in flight when close began. */
+  readonly drained: number
+  /** Subjects whose pending writes were stored. */
+  readonly stored: number
+  /** True when in-flight work outlived `drainTimeout` (it was aborted through `ctx.signal`). */
+  readonly timedOut: boolean
+  /** What failed while closing (storing, flushing, hooks). */
+  readonly errors: readonly unknown[]
+}
+
+/** Options of {@link createContainer}. */
+export interface ContainerOptions {
+  /** Storage for subjects, or a function choosing one per subject name. @default in-memory */
+  readonly storage?: StorageProvider
+  /** CloudEvents `source` of the events this container emits. @default 'substate' */
+  readonly source?: string
+  /** Maximum cascade depth before `CascadeDepthError`. @default 64 */
+  readonly maxDepth?: number
+  /** `result`: `emit` resolves with failures listed; `throw`: it rejects with an `AggregateError`. @default 'result' */
+  readonly errorMode?: 'result' | 'throw'
+  /** Live subjects kept in the identity map; idle clean ones beyond this are evicted. @default 10_000 */
+  readonly maxSubjects?: number
+  /** Where events go when a handler's retries are exhausted. @default none */
+  readonly deadLetter?: DeadLetterSink
+  /** Units of work handled at once by `receive` (across subjects). @default 64 */
+  readonly concurrency?: number
+  /** How many handled `source`+`id` pairs `receive` remembers to drop duplicates. @default 10_000 */
+  readonly dedupWindow?: number
+  /** Transports for `emit(..., { dispatchUrl })` and `emit(..., { topic })`. */
+  readonly targets?: {
+    readonly dispatchUrl?: (url: string) => OutboundEmitter
+    readonly topic?: (topic: string) => OutboundEmitter
+  }
+}
+
+/** Options of `container.route`. */
+export interface RouteOptions {
+  /** `direct`: only the remote target; `both`: the target and local handlers. @default 'both' */
+  readonly policy?: 'direct' | 'both'
+}
+
+/**
+ * A container: the handlers, the subjects (one live state per name) and the event stream. Create
+ * one with {@link createContainer}.
+ */
+export interface Container<E extends EventMap = EventMap> {
+  /** The `on`, `when`, `middleware` and `emit` of this container. */
+  handlers(): Handlers<E>
+  readonly on: On<E>
+  readonly when: <C = EventContext>(filter: Filter<C>) => WhenFilter<C>
+  readonly middleware: (fn: Middleware<EventContext>) => Unsubscribe
+  /**
+   * Dispatches an event about `subject` and resolves after every matching handler, and every
+   * cascade they caused, has finished. Middleware wraps the dispatch once (first registered
+   * outermost) and runs even when no handler matches. Handlers run one after another in
+   * registration order; a failing one does not stop the others. Resolves with an
+   * {@link EmitResult} listing every failure of the cascade; with `errorMode: 'throw'` it rejects
+   * with an `AggregateError` of them instead. Every failure also reaches the `onError` hooks.
+   * Rejects with `ShutdownError` once `close()` began (nested emits from running handlers still work).
+   */
+  readonly emit: Emit<E>
+  /** The subject handle for `name` (sync; state loads lazily). Same name, same live state. */
+  subject(name: string): Subject
+  /** Every dispatched event. Completes on `close()`. */
+  readonly events$: Observable<SubstateEvent>
+  /** The events whose type matches a glob. */
+  select(pattern: string): Observable<SubstateEvent>
+  /** Registers the methods of an instance decorated with `@on` / `@when`. */
+  register(instance: object): Unsubscribe
+  /** Sends events whose type matches `pattern` to an outbound emitter. */
+  route(
+    pattern: string | readonly string[],
+    emitter: OutboundEmitter,
+    options?: RouteOptions,
+  ): Unsubscribe
+  /**
+   * Handles an event from outside in a unit of work: events for one subject one at a time in
+   * arrival order, different subjects concurrently (up to `concurrency`); every subject touched is
+   * stored before it resolves `handled`. A failed unit stores nothing it cached.
+   */
+  receive(event: IncomingEvent): Promise<ReceiveResult>
+  /** Called with every failure (handlers, filters, middleware, routes). Without hooks, failures are logged. */
+  onError(hook: (failure: HandlerFailure) => void): Unsubscribe
+  onStart(hook: () => Promise<void> | void): Unsubscribe
+  /** Called first on `close()`, before draining: stop ingresses here. */
+  onClose(hook: () => Promise<void> | void): Unsubscribe
+  /** Runs the `onStart` hooks (once). */
+  start(): Promise<void>
+  /**
+   * Graceful drain: stops intake, runs `onClose` hooks, waits for in-flight work (at most
+   * `drainTimeout` ms, then aborts `ctx.signal`), stores dirty subjects, flushes and closes
+   * outbound emitters, closes storage, completes the observables.
+   */
+  close(options?: { drainTimeout?: number }): Promise<CloseReport>
+  /** Per-handler counters and latencies. */
+  readonly metrics: { snapshot(): MetricsSnapshot }
+  readonly source: string
+  readonly closed: boolean
+}
+
+interface HandlerEntry {
+  readonly name: string
+  readonly fn: Handler
+  readonly filters: readonly Filter[]
+  readonly options: HandlerOptions
+}
+
+interface RouteEntry {
+  readonly emitter: OutboundEmitter
+  readonly direct: boolean
+}
+
+const FILTER: unique symbol = Symbol.for('substate.filter') as never
+const ROUTES = Symbol.for('substate.routes')
+const FILTERS = Symbol.for('substate.filters')
+const dispose: typeof Symbol.dispose = Symbol.dispose ?? (Symbol.for('Symbol.dispose') as never)
+
+const unsubscribe = (fn: () => void): Unsubscribe => Object.assign(fn, { [dispose]: fn })
+
+const isPlainObject = (v: unknown): v is Record<string, unknown> =>
+  typeof v === 'object' && v !== null && !Array.isArray(v) && !(FILTER in v)
+
+/** Parses `on`'s variadic arguments: patterns, then filters and options, then the handler. */
+function parseOn(args: unknown[]): {
+  patterns: string[]
+  filters: Filter[]
+  options: HandlerOptions
+  fn: Handler | undefined
+} {
+  const patterns: string[] = []
+  const filters: Filter[] = []
+  let options: HandlerOptions = {}
+  let fn: Handler | undefined
+  args.forEach((a, i) => {
+    if (typeof a === 'string') patterns.push(a)
+    else if (Array.isArray(a)) patterns.push(...(a as string[]))
+    else if (typeof a === 'function' && FILTER in a)
+      filters.push((a as unknown as Record<symbol, Filter>)[FILTER]!)
+    else if (typeof a === 'function' && i === args.length - 1) fn = a as Handler
+    else if (isPlainObject(a)) options = { ...options, ...(a as HandlerOptions) }
+    else
+      throw new TypeError(
+        `on(): unexpected argument #${i + 1} (${typeof a}); expected patterns, when(...) filters, options, then the handler`,
+      )
+  })
+  if (patterns.length === 0)
+    throw new TypeError('on(): at least one event type pattern is required')
+  for (const p of patterns) compileGlob(p)
+  return { patterns, filters, options, fn }
+}
+
+/** Milliseconds of backoff before retry `n` (1-based), with ±20 % jitter. */
+function backoff(policy: HandlerOptions['retry'], n: number): number {
+  const { initial = 50, factor = 2, max = 5000 } = policy?.backoff ?? {}
+  const base = Math.min(max, initial * factor ** (n - 1))
+  return base * (0.8 + Math.random() * 0.4)
+}
+
+const sleep = (ms: number, signal: AbortSignal): Promise<void> =>
+  new Promise((resolve) => {
+    if (signal.aborted) return resolve()
+    const t = setTimeout(done, ms)
+    function done(): void {
+      clearTimeout(t)
+      signal.removeEventListener('abort', done)
+      resolve()
+    }
+    signal.addEventListener('abort', done, { once: true })
+  })
+
+class Context implements EventContext {
+  readonly type: string
+  readonly id: string
+  readonly subject: Subject
+  readonly payload: unknown
+  readonly extra: Readonly<Record<string, unknown>> | undefined
+  readonly originId: string
+  readonly propertyName: string | undefined
+  readonly oldValue: JsonValue | undefined
+  readonly newValue: JsonValue | undefined
+  readonly event: SubstateEvent
+  readonly signal: AbortSignal
+  readonly #engine: Engine
+  #metadata: Map<string, unknown> | undefined
+
+  constructor(engine: Engine, event: SubstateEvent, subject: Subject, signal: AbortSignal) {
+    this.#engine = engine
+    this.event = event
+    this.type = event.type
+    this.id = event.id
+    this.subject = subject
+    this.payload = event.payload
+    this.extra = event.extra
+    this.originId = event.originId
+    this.propertyName = event.propertyName
+    this.oldValue = event.oldValue
+    this.newValue = event.newValue
+    this.signal = signal
+  }
+
+  get metadata(): Map<string, unknown> {
+    this.#metadata ??= new Map()
+    return this.#metadata
+  }
+
+  emit(type: string, payload?: unknown, options?: ContextEmitOptions): Promise<EmitResult> {
+    return this.#engine.emit(type, options?.subject ?? this.subject, payload, options)
+  }
+}
+
+/** A derived context for one handler attempt with its own (timeout) signal. */
+const withSignal = (ctx: EventContext, signal: AbortSignal): EventContext =>
+  Object.create(ctx, { signal: { value: signal } }) as EventContext
+
+class Engine implements Container {
+  readonly source: string
+  readonly #storage: StorageProvider
+  readonly #maxDepth: number
+  readonly #throw: boolean
+  readonly #maxSubjects: number
+  readonly #deadLetter: DeadLetterSink | undefined
+  readonly #targets: ContainerOptions['targets']
+  readonly #router = new Router<HandlerEntry>()
+  readonly #routes = new Router<RouteEntry>()
+  readonly #middleware: Middleware<EventContext>[] = []
+  #composed: ((ctx: EventContext) => Promise<void>) | undefined
+  readonly #subjects = new Map<string, SubjectState>()
+  readonly #events = new RxSubject<SubstateEvent>()
+  readonly events$: Observable<SubstateEvent> = this.#events.asObservable()
+  readonly #errorHooks = new Set<(f: HandlerFailure) => void>()
+  readonly #startHooks = new Set<() => Promise<void> | void>()
+  readonly #closeHooks = new Set<() => Promise<void> | void>()
+  readonly #emitters = new Set<OutboundEmitter>()
+  readonly #queue: KeyedQueue
+  readonly #recent = new Set<string>()
+  readonly #recentMax: number
+  readonly #receiving = new Map<string, Promise<ReceiveResult>>()
+  readonly #abort = new AbortController()
+  readonly #metrics = new Metrics()
+  readonly metrics: { snapshot(): MetricsSnapshot } = { snapshot: () => this.#metrics.snapshot() }
+  readonly #idPrefix = randomUUID().slice(0, 18)
+  #seq = 0
+  #inflight = 0
+  #idle: (() => void) | undefined
+  #closing = false
+  #closed: Promise<CloseReport> | undefined
+  #started: Promise<void> | undefined
+  #anonymous = 0
+
+  constructor(options: ContainerOptions) {
+    this.source = options.source ?? 'substate'
+    this.#storage = options.storage ?? createMemoryStorage()
+    this.#maxDepth = options.maxDepth ?? 64
+    this.#throw = options.errorMode === 'throw'
+    this.#maxSubjects = options.maxSubjects ?? 10_000
+    this.#deadLetter = options.deadLetter
+    this.#targets = options.targets
+    this.#queue = new KeyedQueue(options.concurrency ?? 64)
+    this.#recentMax = options.dedupWindow ?? 10_000
+  }
+
+  get closed(): boolean {
+    return this.#closing
+  }
+
+  // ---- registration ----
+
+  handlers(): Handlers<EventMap> {
+    return { on: this.on, when: this.when, middleware: this.middleware, emit: this.emit }
+  }
+
+  readonly on: On<EventMap> = ((...args: unknown[]) => {
+    const { patterns, filters, options, fn } = parseOn(args)
+    if (fn === undefined) return this.#decorator(patterns, options)
+    return this.#add(patterns, filters, options, fn)
+  }) as On<EventMap>
+
+  readonly when = <C = EventContext>(predicate: Filter<C>): WhenFilter<C> => {
+    if (typeof predicate !== 'function')
+      throw new TypeError('when() takes a function (ctx) => boolean')
+    const decorator = (method: unknown, context: ClassMethodDecoratorContext): void => {
+      if (context?.kind !== 'method') throw new TypeError('@when decorates methods only')
+      const tagged = method as Record<symbol, Filter<C>[]>
+      tagged[FILTERS] ??= []
+      tagged[FILTERS].unshift(predicate) // decorators apply bottom-up; keep reading order
+    }
+    return Object.assign(decorator, { [FILTER]: predicate }) as unknown as WhenFilter<C>
+  }
+
+  readonly middleware = (fn: Middleware<EventContext>): Unsubscribe => {
+    if (typeof fn !== 'function')
+      throw new TypeError('middleware() takes a function (ctx, next) => Promise<void>')
+    this.#middleware.push(fn)
+    this.#composed = undefined
+    return unsubscribe(() => {
+      const i = this.#middleware.indexOf(fn)
+      if (i >= 0) this.#middleware.splice(i, 1)
+      this.#composed = undefined
+    })
+  }
+
+  #decorator(patterns: string[], options: HandlerOptions): MethodDecorator {
+    return (method, context) => {
+      if (context?.kind !== 'method') throw new TypeError('@on decorates methods only')
+      const tagged = method as Record<symbol, unknown[]>
+      tagged[ROUTES] ??= []
+      tagged[ROUTES].push({ patterns, options: { name: String(context.name), ...options } })
+    }
+  }
+
+  register(instance: object): Unsubscribe {
+    const offs: Unsubscribe[] = []
+    const seen = new Set<string | symbol>()
+    for (
+      let proto = Object.getPrototypeOf(instance);
+      proto && proto !== Object.prototype;
+      proto = Object.getPrototypeOf(proto)
+    ) {
+      for (const key of Reflect.ownKeys(proto)) {
+        if (seen.has(key)) continue
+        seen.add(key)
+        const method = Object.getOwnPropertyDescriptor(proto, key)?.value as
+          | Record<symbol, unknown>
+          | undefined
+        const routes = method?.[ROUTES] as
+          | Array<{ patterns: string[]; options: HandlerOptions }>
+          | undefined
+        if (!routes) continue
+        const filters = ((method![FILTERS] as Filter[] | undefined) ?? []).map((f) =>
+          f.bind(instance),
+        )
+        const fn = (method as unknown as Handler).bind(instance)
+        for (const r of routes) {
+          const name = `${instance.constructor.name}.${r.options.name ?? String(key)}`
+          offs.push(this.#add(r.patterns, filters, { ...r.options, name }, fn))
+        }
+      }
+    }
+    if (offs.length === 0)
+      throw new TypeError(`register(): ${instance.constructor.name} has no @on methods`)
+    return unsubscribe(() => {
+      for (const off of offs) off()
+    })
+  }
+
+  #add(patterns: string[], filters: Filter[], options: HandlerOptions, fn: Handler): Unsubscribe {
+    const name = options.name ?? (fn.name || `handler#${++this.#anonymous}`)
+    if (options.retry && !(options.retry.attempts >= 1))
+      throw new TypeError(`${name}: retry.attempts must be >= 1`)
+    const off = this.#router.add(patterns, { name, fn, filters, options })
+    const un = unsubscribe(off)
+    options.signal?.addEventListener('abort', un, { once: true })
+    if (options.signal?.aborted) off()
+    return un
+  }
+
+  route(
+    pattern: string | readonly string[],
+    emitter: OutboundEmitter,
+    options?: RouteOptions,
+  ): Unsubscribe {
+    if (typeof emitter?.send !== 'function')
+      throw new TypeError('route(): the emitter must have send(event, subject)')
+    this.#emitters.add(emitter)
+    const patterns = typeof pattern === 'string' ? [pattern] : [...pattern]
+    return unsubscribe(
+      this.#routes.add(patterns, { emitter, direct: options?.policy === 'direct' }),
+    )
+  }
+
+  onError(hook: (failure: HandlerFailure) => void): Unsubscribe {
+    this.#errorHooks.add(hook)
+    return unsubscribe(() => this.#errorHooks.delete(hook))
+  }
+  onStart(hook: () => Promise<void> | void): Unsubscribe {
+    this.#startHooks.add(hook)
+    return unsubscribe(() => this.#startHooks.delete(hook))
+  }
+  onClose(hook: () => Promise<void> | void): Unsubscribe {
+    this.#closeHooks.add(hook)
+    return unsubscribe(() => this.#closeHooks.delete(hook))
+  }
+
+  start(): Promise<void> {
+    this.#started ??= (async () => {
+      for (const hook of this.#startHooks) await hook()
+    })()
+    return this.#started
+  }
+
+  // ---- subjects ----
+
+  subject(name: string): SubjectState {
+    if (typeof name !== 'string' || name === '') {
+      throw new TypeError(`a subject name must be a non-empty string, got ${JSON.stringify(name)}`)
+    }
+    let s = this.#subjects.get(name)
+    if (s === undefined) {
+      s = new SubjectState(name, this.#host)
+      this.#subjects.set(name, s)
+      if (this.#subjects.size > this.#maxSubjects) this.#sweep()
+    }
+    return s
+  }
+
+  /** Clock eviction: a recently used subject gets a second chance; dirty or busy ones stay. */
+  #sweep(): void {
+    const target = Math.floor(this.#maxSubjects * 0.9)
+    for (let pass = 0; pass < 2 && this.#subjects.size > target; pass++) {
+      for (const [name, s] of this.#subjects) {
+        if (this.#subjects.size <= target) break
+        if (s.recentlyUsed) s.recentlyUsed = false
+        else if (s.evictable) {
+          s.evict()
+          this.#subjects.delete(name)
+        }
+      }
+    }
+  }
+
+  /** Live subjects in the identity map (for tests and metrics). */
+  get liveSubjects(): number {
+    return this.#subjects.size
+  }
+
+  readonly #host = {
+    storageFor: (name: string): SubjectStorage =>
+      typeof this.#storage === 'function' ? this.#storage(name) : this.#storage,
+    live: (name: string): SubjectState => this.subject(name),
+    events$: this.events$,
+    emitChange: async (
+      subject: SubjectState,
+      type: string,
+      payload: unknown,
+      change: { propertyName: string; oldValue?: JsonValue; newValue?: JsonValue } | undefined,
+      extra: Record<string, unknown> | undefined,
+    ): Promise<void> => {
+      const parent = scopes.getStore()
+      const event: SubstateEvent = {
+        id: this.#newId(),
+        type,
+        source: this.source,
+        subject: subject.name,
+        time: Date.now(),
+        payload,
+        originId: parent?.originId ?? this.#newId(),
+        extra,
+        ...change,
+      }
+      const result = await this.#dispatch(event, subject, parent, undefined)
+      if (parent === undefined && this.#throw && !result.ok) throw this.#aggregate(result)
+    },
+  }
+
+  // ---- dispatch ----
+
+  readonly emit: Emit<EventMap> = (type, subject, payload, options) => {
+    if (typeof type !== 'string' || type === '')
+      throw new TypeError(
+        `emit(): the event type must be a non-empty string, got ${JSON.stringify(type)}`,
+      )
+    const s = typeof subject === 'string' ? this.subject(subject) : subject
+    if (!(s instanceof SubjectState))
+      throw new TypeError(
+        'emit(): the subject must be a subject name or a container.subject(...) handle',
+      )
+    const data = payload === undefined ? undefined : copyJson(payload, `the payload of ${type}`)
+    const parent = scopes.getStore()
+    if (parent === undefined && this.#closing) return Promise.reject(new ShutdownError())
+    const event: SubstateEvent = {
+      id: this.#newId(),
+      type,
+      source: this.source,
+      subject: s.name,
+      time: Date.now(),
+      payload: data,
+      originId: parent?.originId ?? this.#newId(),
+      extra: options?.extra,
+    }
+    return this.#emitEvent(event, s, parent, options)
+  }
+
+  async #emitEvent(
+    event: SubstateEvent,
+    s: SubjectState,
+    parent: Scope | undefined,
+    options: EmitOptions | undefined,
+  ): Promise<EmitResult> {
+    const targets = this.#targetsFor(options)
+    const result = await this.#dispatch(event, s, parent, targets, this.#throw)
+    if (this.#throw && !result.ok) throw this.#aggregate(result)
+    return result
+  }
+
+  #targetsFor(options: EmitOptions | undefined): OutboundEmitter[] | undefined {
+    if (options?.dispatchUrl === undefined && options?.topic === undefined) return undefined
+    const out: OutboundEmitter[] = []
+    if (options.dispatchUrl !== undefined) {
+      const make = this.#targets?.dispatchUrl
+      if (!make)
+        throw new TypeError(
+          'emit(..., { dispatchUrl }) needs createContainer({ targets: { dispatchUrl: (url) => httpEmitter({ url }) } })',
+        )
+      out.push(this.#remember(make(options.dispatchUrl)))
+    }
+    if (options.topic !== undefined) {
+      const make = this.#targets?.topic
+      if (!make)
+        throw new TypeError(
+          'emit(..., { topic }) needs createContainer({ targets: { topic: (topic) => pubsubPublisher({ client, topic }) } })',
+        )
+      out.push(this.#remember(make(options.topic)))
+    }
+    return out
+  }
+
+  #remember(e: OutboundEmitter): OutboundEmitter {
+    this.#emitters.add(e)
+    return e
+  }
+
+  #aggregate(result: EmitResult): AggregateError {
+    const failed = result.failures.filter((f) => !f.deadLettered)
+    return new AggregateError(
+      failed.map((f) => f.error),
+      `${failed.length} handler(s) failed on ${result.event.type} for ${result.event.subject}: ${failed.map((f) => f.error.message).join('; ')}`,
+    )
+  }
+
+  #newId(): string {
+    return `${this.#idPrefix}-${(this.#seq++).toString(36)}`
+  }
+
+  /**
+   * Runs one event: middleware (once) around routes and handlers, in a scope one level deeper than
+   * the caller's. Failures are merged into the parent scope unless `detach` (the caller rethrows).
+   */
+  async #dispatch(
+    event: SubstateEvent,
+    subject: SubjectState,
+    parent: Scope | undefined,
+    targets: OutboundEmitter[] | undefined,
+    detach = false,
+  ): Promise<EmitResult> {
+    const depth = parent === undefined ? 0 : parent.depth + 1
+    if (depth > this.#maxDepth) throw new CascadeDepthError(this.#maxDepth, event.type)
+    const scope: Scope = { depth, originId: event.originId, failures: [], unit: parent?.unit }
+    if (parent === undefined) this.#inflight++
+    try {
+      const handled = await scopes.run(scope, () => this.#run(event, subject, scope, targets))
+      if (parent !== undefined && !detach && scope.failures.length > 0)
+        parent.failures.push(...scope.failures)
+      return {
+        event,
+        handled,
+        failures: scope.failures,
+        ok: scope.failures.every((f) => f.deadLettered),
+      }
+    } finally {
+      if (parent === undefined && --this.#inflight === 0) this.#idle?.()
+    }
+  }
+
+  async #run(
+    event: SubstateEvent,
+    subject: SubjectState,
+    scope: Scope,
+    targets: OutboundEmitter[] | undefined,
+  ): Promise<number> {
+    this.#events.next(event)
+    const ctx = new Context(this, event, subject, this.#abort.signal)
+    let handled = 0
+    const inner = async (c: EventContext): Promise<void> => {
+      handled = await this.#handle(c, scope, targets)
+    }
+    if (this.#middleware.length === 0) {
+      await inner(ctx)
+    } else {
+      this.#composed ??= compose(this.#middleware, inner)
+      try {
+        await this.#composed(ctx)
+      } catch (e) {
+        this.#fail(scope, 'middleware', event, e, 1, false, false)
+      }
+    }
+    return handled
+  }
+
+  async #handle(
+    ctx: EventContext,
+    scope: Scope,
+    targets: OutboundEmitter[] | undefined,
+  ): Promise<number> {
+    // Explicit targets (dispatchUrl, topic) go remote only. Routes add targets; local handlers
+    // still run unless every matching route is 'direct'.
+    const remote: OutboundEmitter[] = targets === undefined ? [] : [...targets]
+    let local = targets === undefined
+    if (local && this.#routes.size > 0) {
+      const routes = this.#routes.match(ctx.type)
+      for (const r of routes) remote.push(r.emitter)
+      if (routes.length > 0 && routes.every((r) => r.direct)) local = false
+    }
+    for (const emitter of remote) {
+      try {
+        await emitter.send(ctx.event, ctx.subject)
+      } catch (e) {
+        this.#fail(scope, `route:${emitter.name}`, ctx.event, e, 1, false, false)
+      }
+    }
+    if (!local) return 0
+    let handled = 0
+    for (const h of this.#router.match(ctx.type)) {
+      if (h.filters.length > 0) {
+        const pass = this.#passes(h, ctx, scope)
+        if (!(pass === true || (pass !== false && (await pass)))) continue
+      }
+      handled++
+      await this.#invoke(h, ctx, scope)
+    }
+    return handled
+  }
+
+  /** All filters pass; sync filters stay sync. A throwing filter counts as false and is reported. */
+  #passes(h: HandlerEntry, ctx: EventContext, scope: Scope): boolean | Promise<boolean> {
+    for (let i = 0; i < h.filters.length; i++) {
+      let r: boolean | Promise<boolean>
+      try {
+        r = h.filters[i]!(ctx)
+      } catch (e) {
+        this.#report(scope, `filter:${h.name}`, ctx.event, e)
+        return false
+      }
+      if (r instanceof Promise) return this.#passesAsync(h, ctx, scope, i, r)
+      if (!r) return false
+    }
+    return true
+  }
+
+  async #passesAsync(
+    h: HandlerEntry,
+    ctx: EventContext,
+    scope: Scope,
+    i: number,
+    first: Promise<boolean>,
+  ): Promise<boolean> {
+    try {
+      if (!(await first)) return false
+      for (let j = i + 1; j < h.filters.length; j++) if (!(await h.filters[j]!(ctx))) return false
+      return true
+    } catch (e) {
+      this.#report(scope, `filter:${h.name}`, ctx.event, e)
+      return false
+    }
+  }
+
+  async #invoke(h: HandlerEntry, ctx: EventContext, scope: Scope): Promise<void> {
+    const { retry, timeout } = h.options
+    const attempts = retry?.attempts ?? 1
+    const stats = this.#metrics.of(h.name)
+    for (let attempt = 1; ; attempt++) {
+      const started = performance.now()
+      try {
+        if (timeout === undefined) await h.fn(ctx)
+        else await this.#withTimeout(h, ctx, timeout)
+        stats.ok(performance.now() - started)
+        return
+      } catch (e) {
+        if (attempt < attempts && !this.#abort.signal.aborted) {
+          stats.retry(performance.now() - started)
+          await sleep(backoff(retry, attempt), this.#abort.signal)
+          continue
+        }
+        stats.fail(performance.now() - started)
+        let deadLettered = false
+        const error = new HandlerError(h.name, ctx.type, ctx.subject.name, { cause: e })
+        if (this.#deadLetter) {
+          try {
+            await this.#deadLetter.put({
+              event: ctx.event,
+              handler: h.name,
+              error,
+              attempts: attempt,
+              at: Date.now(),
+            })
+            deadLettered = true
+          } catch (dlError) {
+            this.#report(scope, `dead-letter:${h.name}`, ctx.event, dlError)
+          }
+        }
+        this.#fail(
+          scope,
+          h.name,
+          ctx.event,
+          error,
+          attempt,
+          deadLettered,
+          deadLettered && this.#deadLetter!.durable,
+        )
+        return
+      }
+    }
+  }
+
+  async #withTimeout(h: HandlerEntry, ctx: EventContext, ms: number): Promise<void> {
+    const ac = new AbortController()
+    const signal = AbortSignal.any([this.#abort.signal, ac.signal])
+    let timer: NodeJS.Timeout | undefined
+    const timedOut = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        const err = new TimeoutError(`handler ${h.name}`, ms)
+        ac.abort(err)
+        reject(err)
+      }, ms)
+    })
+    try {
+      await Promise.race([h.fn(withSignal(ctx, signal)), timedOut])
+    } finally {
+      clearTimeout(timer)
+    }
+  }
+
+  #fail(
+    scope: Scope,
+    handler: string,
+    event: SubstateEvent,
+    e: unknown,
+    attempts: number,
+    deadLettered: boolean,
+    durable: boolean,
+  ): void {
+    const error =
+      e instanceof HandlerError
+        ? e
+        : new HandlerError(handler, event.type, event.subject, { cause: e })
+    const failure: HandlerFailure = { handler, event, error, attempts, deadLettered, durable }
+    scope.failures.push(failure)
+    this.#notify(failure)
+  }
+
+  /** Reported but not a failure of the event (a throwing filter, a dead-letter sink that failed). */
+  #report(_scope: Scope, handler: string, event: SubstateEvent, e: unknown): void {
+    const error = new HandlerError(handler, event.type, event.subject, { cause: e })
+    this.#notify({ handler, event, error, attempts: 1, deadLettered: false, durable: false })
+  }
+
+  #notify(failure: HandlerFailure): void {
+    if (this.#errorHooks.size === 0) {
+      console.error(`[substate] ${failure.error.message}`)
+      return
+    }
+    for (const hook of this.#errorHooks) {
+      try {
+        hook(failure)
+      } catch (e) {
+        console.error('[substate] an onError hook threw:', e)
+      }
+    }
+  }
+
+  // ---- ingress ----
+
+  receive(input: IncomingEvent): Promise<ReceiveResult> {
+    if (this.#closing) return Promise.reject(new ShutdownError())
+    for (const f of ['id', 'source', 'type', 'subject'] as const) {
+      if (typeof input?.[f] !== 'string' || input[f] === '') {
+        throw new TypeError(`receive(): the event's ${f} must be a non-empty string`)
+      }
+    }
+    const key = `${input.source}\n${input.id}`
+    if (this.#recent.has(key)) return Promise.resolve({ status: 'duplicate' })
+    const running = this.#receiving.get(key)
+    // A concurrent delivery of the same event waits for the first: duplicate if it succeeded.
+    const work = (running ?? Promise.resolve(undefined)).then((first) =>
+      first?.status === 'handled' || first?.status === 'duplicate'
+        ? ({ status: 'duplicate' } as const)
+        : this.#queue.run(input.subject, () => this.#unit(input, key)),
+    )
+    this.#receiving.set(key, work)
+    this.#inflight++
+    return work.finally(() => {
+      if (this.#receiving.get(key) === work) this.#receiving.delete(key)
+      if (--this.#inflight === 0) this.#idle?.()
+    })
+  }
+
+  async #unit(input: IncomingEvent, key: string): Promise<ReceiveResult> {
+    if (this.#recent.has(key)) return { status: 'duplicate' }
+    const unit: UnitOfWork = { touched: new Map() }
+    const subject = this.subject(input.subject)
+    const event: SubstateEvent = {
+      id: input.id,
+      type: input.type,
+      source: input.source,
+      subject: input.subject,
+      time: input.time ?? Date.now(),
+      payload: input.payload,
+      originId: input.originId ?? this.#newId(),
+      extra: undefined,
+      ...(input.propertyName === undefined ? {} : { propertyName: input.propertyName }),
+      ...(input.extensions === undefined ? {} : { extensions: input.extensions }),
+    }
+    const root: Scope = { depth: -1, originId: event.originId, failures: [], unit }
+    let result: EmitResult
+    try {
+      result = await scopes.run(root, () => this.#dispatch(event, subject, root, undefined, true))
+    } catch (e) {
+      this.#discard(unit)
+      return { status: 'failed', error: e instanceof Error ? e : new Error(String(e)) }
+    }
+    const failed = result.failures.find((f) => !(f.deadLettered && f.durable))
+    if (failed) {
+      this.#discard(unit)
+      return { status: 'failed', result, error: failed.error }
+    }
+    const idempotent = new Map<SubjectStorage, boolean>()
+    for (const [s, generation] of unit.touched) {
+      if (s.generation !== generation) {
+        this.#discard(unit)
+        return {
+          status: 'failed',
+          result,
+          error: new Error(`${s.name} was reset by a failed unit of work meanwhile; retry`),
+        }
+      }
+      const storage = this.#host.storageFor(s.name)
+      if (!idempotent.has(storage)) idempotent.set(storage, storage.capabilities.idempotent)
+      try {
+        await s.store(idempotent.get(storage) ? { idempotencyKey: key } : undefined)
+      } catch (e) {
+        this.#discard(unit)
+        return { status: 'failed', result, error: e as Error }
+      }
+    }
+    this.#recent.add(key)
+    if (this.#recent.size > this.#recentMax)
+      this.#recent.delete(this.#recent.values().next().value!)
+    return { status: 'handled', result }
+  }
+
+  /** Drops what a failed unit cached, so a redelivery starts from storage. */
+  #discard(unit: UnitOfWork): void {
+    for (const s of unit.touched.keys()) if (s.dirty) s.reset()
+  }
+
+  // ---- observation ----
+
+  select(pattern: string): Observable<SubstateEvent> {
+    const match = compileGlob(pattern)
+    return this.events$.pipe(filter((e) => match(e.type)))
+  }
+
+  // ---- shutdown ----
+
+  close({ drainTimeout = 10_000 }: { drainTimeout?: number } = {}): Promise<CloseReport> {
+    this.#closed ??= this.#shutdown(drainTimeout)
+    return this.#closed
+  }
+
+  async #shutdown(drainTimeout: number): Promise<CloseReport> {
+    this.#closing = true
+    const drained = this.#inflight
+    const errors: unknown[] = []
+    for (const hook of this.#closeHooks) {
+      try {
+        await hook()
+      } catch (e) {
+        errors.push(e)
+      }
+    }
+    let timedOut = false
+    if (this.#inflight > 0) {
+      const idle = new Promise<void>((resolve) => {
+        this.#idle = resolve
+      })
+      let timer: NodeJS.Timeout | undefined
+      const timeout = new Promise<boolean>((resolve) => {
+        timer = setTimeout(() => resolve(true), drainTimeout)
+      })
+      timedOut = await Promise.race([idle.then(() => false), timeout])
+      clearTimeout(timer)
+      if (timedOut)
+        this.#abort.abort(new ShutdownError('drain timeout: in-flight work was aborted'))
+    }
+    let stored = 0
+    for (const s of this.#subjects.values()) {
+      if (!s.dirty) continue
+      try {
+        await s.store()
+        stored++
+      } catch (e) {
+        errors.push(e)
+      }
+    }
+    for (const e of this.#emitters) {
+      try {
+        await e.flush?.()
+        await e.close?.()
+      } catch (err) {
+        errors.push(err)
+      }
+    }
+    const storages = new Set<SubjectStorage>()
+    if (typeof this.#storage !== 'function') storages.add(this.#storage)
+    else for (const name of this.#subjects.keys()) storages.add(this.#storage(name))
+    for (const st of storages) {
+      try {
+        await st.close()
+      } catch (e) {
+        errors.push(e)
+      }
+    }
+    this.#abort.abort(new ShutdownError())
+    this.#events.complete()
+    return { drained, stored, timedOut, errors }
+  }
+}
+
+/**
+ * Creates a container. Give it an event map to type `on` and `emit`.
+ *
+ * @example
+ * const container = createContainer<{ 'order.created': { orderId: string } }>({ source: 'shop' })
+ * const { on, emit } = container.handlers()
+ * on('order.created', async (ctx) => ctx.subject.set('id', ctx.payload.orderId))
+ * await emit('order.created', 'order:1', { orderId: '1' })
+ */
+export function createContainer<E extends EventMap = EventMap>(
+  options: ContainerOptions = {},
+): Container<E> {
+  return new Engine(options) as unknown as Container<E>
+}

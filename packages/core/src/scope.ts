@@ -1,0 +1,23 @@
+import { AsyncLocalStorage } from 'node:async_hooks'
+import type { SubjectState } from './subject.js'
+import type { HandlerFailure } from './types.js'
+
+/** Work that entered from outside: the subjects it touched are stored before it is acknowledged. */
+export interface UnitOfWork {
+  /** Subjects touched, with their generation at first touch (a reset in between fails the unit). */
+  readonly touched: Map<SubjectState, number>
+}
+
+/**
+ * The cascade an async call runs in: carried by AsyncLocalStorage through handlers, nested emits
+ * and implicit property events, so that origin id, depth and failures follow the work.
+ */
+export interface Scope {
+  readonly depth: number
+  readonly originId: string
+  /** Failures of this dispatch and its cascade; merged into the parent scope's on completion. */
+  readonly failures: HandlerFailure[]
+  readonly unit: UnitOfWork | undefined
+}
+
+export const scopes: AsyncLocalStorage<Scope> = new AsyncLocalStorage<Scope>()

@@ -1,0 +1,504 @@
+import { filter, map, type Observable } from 'rxjs'
+import { isSubstateError, PropertyNotFoundError, StorageError } from './errors.js'
+import { cloneJson, copyJson, type JsonValue, jsonEqual } from './json.js'
+import { scopes } from './scope.js'
+import type {
+  Change,
+  CommitOptions,
+  PropertyKind,
+  SubjectSnapshot,
+  SubjectStorage,
+} from './storage.js'
+import {
+  type GetOptions,
+  SUBJECT_DELETED,
+  SUBJECT_PROPERTY_CHANGED,
+  SUBJECT_PROPERTY_DELETED,
+  type Subject,
+  type SubstateEvent,
+  type Updater,
+  type WriteOptions,
+} from './types.js'
+
+/** What a subject needs of its container. */
+export interface SubjectHost {
+  storageFor(subject: string): SubjectStorage
+  /** Dispatches a change event for `subject` in the current scope; resolves after its cascade. */
+  emitChange(
+    subject: SubjectState,
+    type: string,
+    payload: unknown,
+    change: { propertyName: string; oldValue?: JsonValue; newValue?: JsonValue } | undefined,
+    extra: Record<string, unknown> | undefined,
+  ): Promise<void>
+  /** The live state for a name (a new one if it was evicted). */
+  live(name: string): SubjectState
+  readonly events$: Observable<SubstateEvent>
+}
+
+/**
+ * A pending change of one property, folded so a change set holds one change per property:
+ * a `set`/`delete` replaces what was pending; updaters chain.
+ */
+type Pending =
+  | { readonly op: 'set'; readonly value: JsonValue }
+  | { readonly op: 'delete' }
+  | { readonly op: 'update'; readonly fns: readonly ((v: JsonValue | undefined) => JsonValue)[] }
+
+const applyFns = (fns: Pending & { op: 'update' }, v: JsonValue | undefined): JsonValue => {
+  let out = v
+  for (const f of fns.fns) out = f(out)
+  return out as JsonValue
+}
+
+/** `next` after `prev`, as one pending change. */
+function fold(prev: Pending | undefined, next: Pending): Pending {
+  if (prev === undefined || next.op !== 'update') return next
+  if (prev.op === 'update') return { op: 'update', fns: [...prev.fns, ...next.fns] }
+  return { op: 'set', value: applyFns(next, prev.op === 'set' ? prev.value : undefined) }
+}
+
+const keyOf = (kind: PropertyKind, name: string): string =>
+  kind === 'prop' ? `p${name}` : `e${name}`
+
+function toChange(key: string, p: Pending): Change {
+  const kind: PropertyKind = key[0] === 'p' ? 'prop' : 'ext'
+  const name = key.slice(1)
+  if (p.op === 'update') return { op: 'update', kind, name, update: (v) => applyFns(p, v) }
+  return p.op === 'set' ? { op: 'set', kind, name, value: p.value } : { op: 'delete', kind, name }
+}
+
+function checkName(property: unknown): asserts property is string {
+  if (typeof property !== 'string' || property === '') {
+    throw new TypeError(
+      `a property name must be a non-empty string, got ${JSON.stringify(property)}`,
+    )
+  }
+}
+
+const wrapStorage = (storage: SubjectStorage, op: string, subject: string, e: unknown): Error =>
+  isSubstateError(e)
+    ? e
+    : new StorageError(storage.name, op, subject, e instanceof Error ? e.message : String(e), {
+        cause: e,
+      })
+
+/**
+ * The live state of one subject, shared by every handle of its name. Cached values are owned
+ * copies; everything handed out is copied again.
+ */
+export class SubjectState implements Subject {
+  readonly name: string
+  readonly #host: SubjectHost
+  readonly #storage: SubjectStorage
+  #props = new Map<string, JsonValue>()
+  #ext = new Map<string, JsonValue>()
+  #loaded = false
+  #loading: Promise<void> | undefined
+  #pending = new Map<string, Pending>()
+  /** Commits of this subject run one after another (store, write-through, flush). */
+  #chain: Promise<unknown> = Promise.resolve()
+  #busy = 0
+  /** Bumped when cached state is discarded; units of work that touched it before then fail. */
+  generation = 0
+  /** Set by the identity map's clock when the subject was used since the last sweep. */
+  recentlyUsed = true
+  /** Set when the identity map dropped this state: handles then forward to the live one. */
+  evicted = false
+
+  constructor(name: string, host: SubjectHost) {
+    this.name = name
+    this.#host = host
+    this.#storage = host.storageFor(name)
+  }
+
+  get dirty(): boolean {
+    return this.#pending.size > 0
+  }
+
+  /** Idle and clean: nothing pending, nothing in flight. Only such states may be evicted. */
+  get evictable(): boolean {
+    return this.#busy === 0 && this.#pending.size === 0
+  }
+
+  /** Drops cached state and memory; later calls on this handle forward to the live state. */
+  evict(): void {
+    this.evicted = true
+    this.#props = new Map()
+    this.#ext = new Map()
+    this.#loaded = false
+  }
+
+  /** Discards the cache and pending writes (after a failed unit of work or a duplicate commit). */
+  reset(): void {
+    this.#pending.clear()
+    this.#props.clear()
+    this.#ext.clear()
+    this.#loaded = false
+    this.#loading = undefined
+    this.generation++
+  }
+
+  // ---- reads ----
+
+  get<T extends JsonValue = JsonValue>(property: string, options?: GetOptions<T>): Promise<T> {
+    checkName(property)
+    return this.#read('prop', property, options)
+  }
+
+  getExt<T extends JsonValue = JsonValue>(property: string, options?: GetOptions<T>): Promise<T> {
+    checkName(property)
+    return this.#read('ext', property, options)
+  }
+
+  async #read<T>(kind: PropertyKind, property: string, options?: GetOptions<T>): Promise<T> {
+    if (this.evicted) return this.#forward().#read(kind, property, options)
+    let found: { value: JsonValue } | undefined
+    this.#busy++
+    try {
+      if (options?.cache === false) {
+        found = await this.#storage
+          .get(this.name, kind, property)
+          .catch((e) => Promise.reject(wrapStorage(this.#storage, 'get', this.name, e)))
+      } else {
+        await this.#load()
+        const map = kind === 'prop' ? this.#props : this.#ext
+        if (map.has(property)) found = { value: cloneJson(map.get(property)!) }
+      }
+    } finally {
+      this.#busy--
+    }
+    if (found) return found.value as T
+    if (options && 'default' in options) return cloneJson(options.default as JsonValue) as T
+    throw new PropertyNotFoundError(this.name, property, kind === 'ext')
+  }
+
+  async has(property: string): Promise<boolean> {
+    checkName(property)
+    if (this.evicted) return this.#forward().has(property)
+    await this.#withLoad()
+    return this.#props.has(property)
+  }
+
+  async keys(): Promise<string[]> {
+    if (this.evicted) return this.#forward().keys()
+    await this.#withLoad()
+    return [...this.#props.keys()]
+  }
+
+  async getExtProps(): Promise<Record<string, JsonValue>> {
+    if (this.evicted) return this.#forward().getExtProps()
+    await this.#withLoad()
+    return Object.fromEntries([...this.#ext].map(([k, v]) => [k, cloneJson(v)]))
+  }
+
+  toJSON(): { name: string; props: Record<string, JsonValue>; ext: Record<string, JsonValue> } {
+    if (this.evicted) return this.#forward().toJSON()
+    return {
+      name: this.name,
+      props: Object.fromEntries([...this.#props].map(([k, v]) => [k, cloneJson(v)])),
+      ext: Object.fromEntries([...this.#ext].map(([k, v]) => [k, cloneJson(v)])),
+    }
+  }
+
+  // ---- writes ----
+
+  set<T extends JsonValue>(
+    property: string,
+    value: T | Updater<T>,
+    options?: WriteOptions,
+  ): Promise<T> {
+    checkName(property)
+    return this.#write('prop', property, this.#prepare(property, value), options) as Promise<T>
+  }
+
+  setExt<T extends JsonValue>(
+    property: string,
+    value: T | Updater<T>,
+    options?: { cache?: boolean },
+  ): Promise<T> {
+    checkName(property)
+    const next = this.#prepare(property, value)
+    return this.#write('ext', property, next, { ...options, muted: true }) as Promise<T>
+  }
+
+  delete(property: string, options?: WriteOptions): Promise<boolean> {
+    checkName(property)
+    return this.#write('prop', property, { op: 'delete' }, options).then((r) => r !== NOT_FOUND)
+  }
+
+  deleteExt(property: string, options?: { cache?: boolean }): Promise<boolean> {
+    checkName(property)
+    return this.#write('ext', property, { op: 'delete' }, { ...options, muted: true }).then(
+      (r) => r !== NOT_FOUND,
+    )
+  }
+
+  /** Validates a value (synchronously: misuse throws at the call) or wraps an updater. */
+  #prepare(property: string, value: unknown): Pending {
+    const what = `property "${property}" of ${this.name}`
+    if (typeof value === 'function') {
+      const fn = value as (v: JsonValue | undefined) => unknown
+      return {
+        op: 'update',
+        fns: [(v) => copyJson(fn(cloneJson(v)), `the value an updater returned for ${what}`)],
+      }
+    }
+    return { op: 'set', value: copyJson(value, what) }
+  }
+
+  async #write(
+    kind: PropertyKind,
+    property: string,
+    next: Pending,
+    options: WriteOptions | undefined,
+  ): Promise<JsonValue | undefined | typeof NOT_FOUND> {
+    if (this.evicted) return this.#forward().#write(kind, property, next, options)
+    this.#busy++
+    try {
+      return options?.cache === false
+        ? await this.#writeThrough(kind, property, next, options)
+        : await this.#writeCached(kind, property, next, options)
+    } finally {
+      this.#busy--
+    }
+  }
+
+  async #writeCached(
+    kind: PropertyKind,
+    property: string,
+    next: Pending,
+    options: WriteOptions | undefined,
+  ): Promise<JsonValue | undefined | typeof NOT_FOUND> {
+    await this.#load()
+    const map = kind === 'prop' ? this.#props : this.#ext
+    const had = map.has(property)
+    const oldValue = map.get(property)
+    let newValue: JsonValue | undefined
+    if (next.op === 'delete') {
+      if (!had) return NOT_FOUND
+      map.delete(property)
+    } else {
+      newValue = next.op === 'set' ? next.value : applyFns(next, oldValue)
+      if (had && jsonEqual(oldValue, newValue)) return cloneJson(newValue)
+      map.set(property, newValue)
+    }
+    const key = keyOf(kind, property)
+    // Fold against the cache: an updater after a set/delete becomes a set of the computed value.
+    const pending = this.#pending.get(key)
+    this.#pending.set(
+      key,
+      next.op === 'update' && pending !== undefined && pending.op !== 'update'
+        ? { op: 'set', value: newValue! }
+        : fold(pending, next),
+    )
+    this.#touch()
+    if (kind === 'prop' && !options?.muted) {
+      await this.#emitChange(property, had ? oldValue : undefined, newValue, options?.extra)
+    }
+    return next.op === 'delete' ? oldValue : cloneJson(newValue)
+  }
+
+  async #writeThrough(
+    kind: PropertyKind,
+    property: string,
+    next: Pending,
+    options: WriteOptions | undefined,
+  ): Promise<JsonValue | undefined | typeof NOT_FOUND> {
+    const key = keyOf(kind, property)
+    const c = await this.#serial(async () => {
+      // A pending cached write of this property is committed with this one, in order.
+      const pending = this.#pending.get(key)
+      const result = await this.#commit([toChange(key, fold(pending, next))], undefined, 'commit')
+      const committed = result.changes[0]!
+      if (this.#pending.get(key) === pending) {
+        this.#pending.delete(key)
+        if (this.#loaded) this.#cacheStored(kind, property, committed.newValue)
+      }
+      return committed
+    })
+    // Events go out after the commit section, so a handler may write this subject again.
+    if (next.op === 'delete' && c.oldValue === undefined) return NOT_FOUND
+    if (kind === 'prop' && !options?.muted && !jsonEqual(c.oldValue, c.newValue)) {
+      await this.#emitChange(property, c.oldValue, c.newValue, options?.extra)
+    }
+    return next.op === 'delete' ? c.oldValue : cloneJson(c.newValue)
+  }
+
+  async store(options?: CommitOptions): Promise<void> {
+    if (this.evicted) return this.#forward().store(options)
+    const corrections = await this.#serial(async () => {
+      // Another process may have written in between: the stored value wins and is announced.
+      const corrections: Array<[string, JsonValue | undefined, JsonValue | undefined]> = []
+      if (this.#pending.size === 0) return corrections
+      const taken = this.#pending
+      this.#pending = new Map()
+      let result: Awaited<ReturnType<SubjectStorage['commit']>>
+      try {
+        result = await this.#commit(
+          [...taken].map(([k, p]) => toChange(k, p)),
+          options,
+          'store',
+        )
+      } catch (e) {
+        // Nothing was written: put the changes back under whatever was set meanwhile.
+        for (const [k, p] of this.#pending) taken.set(k, fold(taken.get(k), p))
+        this.#pending = taken
+        throw e
+      }
+      if (result.duplicate) {
+        // Already applied by an earlier delivery: our cache holds a second application.
+        this.reset()
+        return corrections
+      }
+      for (const c of result.changes) {
+        if (this.#pending.has(keyOf(c.kind, c.name))) continue
+        const map = c.kind === 'prop' ? this.#props : this.#ext
+        const cached = map.get(c.name)
+        if (!jsonEqual(cached, c.newValue)) {
+          this.#cacheStored(c.kind, c.name, c.newValue)
+          if (c.kind === 'prop') corrections.push([c.name, cached, c.newValue])
+        }
+      }
+      return corrections
+    })
+    for (const [name, from, to] of corrections) await this.#emitChange(name, from, to, undefined)
+  }
+
+  async flush(): Promise<void> {
+    if (this.evicted) return this.#forward().flush()
+    const payload = await this.#serial(async () => {
+      let snap: SubjectSnapshot
+      try {
+        snap = await this.#storage.flush(this.name)
+      } catch (e) {
+        throw wrapStorage(this.#storage, 'flush', this.name, e)
+      }
+      const cached = this.#loaded ? this.toJSON() : undefined
+      this.#pending.clear()
+      this.#props.clear()
+      this.#ext.clear()
+      this.#loaded = true
+      this.#loading = undefined
+      this.#touch()
+      return { props: cached?.props ?? snap.props, ext_props: cached?.ext ?? snap.ext }
+    })
+    await this.#host.emitChange(this, SUBJECT_DELETED, payload, undefined, undefined)
+  }
+
+  // ---- observation ----
+
+  get changes$(): Observable<SubstateEvent> {
+    const name = this.name
+    return this.#host.events$.pipe(
+      filter(
+        (e) =>
+          e.subject === name &&
+          (e.type === SUBJECT_PROPERTY_CHANGED || e.type === SUBJECT_PROPERTY_DELETED),
+      ),
+    )
+  }
+
+  watch(property: string): Observable<JsonValue | undefined> {
+    checkName(property)
+    return this.changes$.pipe(
+      filter((e) => e.propertyName === property),
+      map((e) => (e.type === SUBJECT_PROPERTY_CHANGED ? e.newValue : undefined)),
+    )
+  }
+
+  // ---- internals ----
+
+  #forward(): SubjectState {
+    return this.#host.live(this.name)
+  }
+
+  #touch(): void {
+    this.recentlyUsed = true
+    const unit = scopes.getStore()?.unit
+    if (unit !== undefined && !unit.touched.has(this)) unit.touched.set(this, this.generation)
+  }
+
+  async #withLoad(): Promise<void> {
+    this.#busy++
+    try {
+      await this.#load()
+    } finally {
+      this.#busy--
+    }
+  }
+
+  #load(): Promise<void> {
+    this.recentlyUsed = true
+    if (this.#loaded) return Promise.resolve()
+    this.#loading ??= this.#storage.load(this.name).then(
+      (snap) => {
+        // Cached writes made while loading (none: writes await the load) would win here.
+        for (const [k, v] of Object.entries(snap.props))
+          if (!this.#props.has(k)) this.#props.set(k, v)
+        for (const [k, v] of Object.entries(snap.ext)) if (!this.#ext.has(k)) this.#ext.set(k, v)
+        this.#loaded = true
+        this.#loading = undefined
+      },
+      (e: unknown) => {
+        this.#loading = undefined
+        throw wrapStorage(this.#storage, 'load', this.name, e)
+      },
+    )
+    return this.#loading
+  }
+
+  #serial<T>(fn: () => Promise<T>): Promise<T> {
+    this.#busy++
+    const run = this.#chain.then(fn, fn)
+    this.#chain = run.then(
+      () => undefined,
+      () => undefined,
+    )
+    return run.finally(() => {
+      this.#busy--
+    })
+  }
+
+  async #commit(changes: Change[], options: CommitOptions | undefined, op: string) {
+    try {
+      return await this.#storage.commit(this.name, changes, options)
+    } catch (e) {
+      throw wrapStorage(this.#storage, op, this.name, e)
+    }
+  }
+
+  #cacheStored(kind: PropertyKind, name: string, value: JsonValue | undefined): void {
+    const map = kind === 'prop' ? this.#props : this.#ext
+    if (value === undefined) map.delete(name)
+    else map.set(name, value)
+  }
+
+  #emitChange(
+    property: string,
+    oldValue: JsonValue | undefined,
+    newValue: JsonValue | undefined,
+    extra: Record<string, unknown> | undefined,
+  ): Promise<void> {
+    const deleted = newValue === undefined
+    const old = cloneJson(oldValue)
+    const value = cloneJson(newValue)
+    return deleted
+      ? this.#host.emitChange(
+          this,
+          SUBJECT_PROPERTY_DELETED,
+          { property_name: property, old_value: old },
+          { propertyName: property, oldValue: old },
+          extra,
+        )
+      : this.#host.emitChange(
+          this,
+          SUBJECT_PROPERTY_CHANGED,
+          { property_name: property, old_value: old, value },
+          { propertyName: property, oldValue: old, newValue: value },
+          extra,
+        )
+  }
+}
+
+const NOT_FOUND: unique symbol = Symbol('not found')
