@@ -16,7 +16,6 @@ import {
   SUBJECT_PROPERTY_DELETED,
   type Subject,
   type SubstateEvent,
-  type Updater,
   type WriteOptions,
 } from './types.js'
 
@@ -205,7 +204,7 @@ export class SubjectState implements Subject {
 
   set<T extends JsonValue>(
     property: string,
-    value: T | Updater<T>,
+    value: T | ((current: never) => T),
     options?: WriteOptions,
   ): Promise<T> {
     checkName(property)
@@ -214,7 +213,7 @@ export class SubjectState implements Subject {
 
   setExt<T extends JsonValue>(
     property: string,
-    value: T | Updater<T>,
+    value: T | ((current: never) => T),
     options?: { cache?: boolean },
   ): Promise<T> {
     checkName(property)

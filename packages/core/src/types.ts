@@ -83,27 +83,34 @@ export interface Subject {
    */
   get<T extends JsonValue = JsonValue>(property: string, options?: GetOptions<T>): Promise<T>
   /**
-   * Sets a property to a JSON value, or applies an updater `(current) => next` atomically. Emits
-   * `subject-property-changed` when the value changed (deep equality) and not muted, and resolves
-   * with the new value after that event's handlers (and their cascade) finished. A value that is
-   * not JSON throws a `TypeError` naming the property, synchronously. In cache mode (the default)
-   * the change is pending until `store()` (or the end of the unit of work); with `cache: false` it
-   * is written now and the event carries exactly the values replaced and written in storage.
+   * Sets a property to a JSON value, or applies an updater atomically: `(current) => next`, where
+   * `current` is a copy of the value (`undefined` when absent) — give the parameter a default or a
+   * type: `(n = 0) => n + 1`, `(list: string[] = []) => [...list, x]`. Updaters must be pure: storage
+   * may run them again when another writer won a race.
+   *
+   * Emits `subject-property-changed` when the value changed (deep equality) and not muted, and
+   * resolves with the new value after that event's handlers (and their cascade) finished. A value
+   * that is not JSON throws a `TypeError` naming the property, synchronously. In cache mode (the
+   * default) the change is pending until `store()` (or the end of the unit of work); with
+   * `cache: false` it is written now and the event carries exactly the values replaced and written.
    */
   set<T extends JsonValue>(
     property: string,
-    value: T | Updater<T>,
+    update: (current: never) => T,
     options?: SetOptions,
   ): Promise<T>
+  set<T extends JsonValue>(property: string, value: T, options?: SetOptions): Promise<T>
   /** Deletes a property; emits `subject-property-deleted` when it existed. Resolves whether it existed. */
   delete(property: string, options?: WriteOptions): Promise<boolean>
   has(property: string): Promise<boolean>
   keys(): Promise<string[]>
+  /** Sets an extended property (metadata: no events; exported as CloudEvent extensions). Updaters as in `set`. */
   setExt<T extends JsonValue>(
     property: string,
-    value: T | Updater<T>,
+    update: (current: never) => T,
     options?: { cache?: boolean },
   ): Promise<T>
+  setExt<T extends JsonValue>(property: string, value: T, options?: { cache?: boolean }): Promise<T>
   getExt<T extends JsonValue = JsonValue>(property: string, options?: GetOptions<T>): Promise<T>
   deleteExt(property: string, options?: { cache?: boolean }): Promise<boolean>
   getExtProps(): Promise<Record<string, JsonValue>>
