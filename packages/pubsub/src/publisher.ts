@@ -1,0 +1,141 @@
+import type { BatchPublishOptions, PubSub, Topic } from '@google-cloud/pubsub'
+import type { OutboundEmitter, Subject, SubstateEvent } from '@substate/core'
+import { toPubsubMessage } from './message.js'
+
+/** Options of {@link pubsubPublisher}. */
+export interface PubsubPublisherOptions {
+  /** The Pub/Sub client (`new PubSub({ projectId })`). Not closed by the publisher. */
+  readonly client: PubSub
+  /**
+   * The topic: a name (in the client's project), a full path `projects/p/topics/t`, or a function
+   * choosing one per event.
+   */
+  readonly topic: string | ((event: SubstateEvent) => string)
+  /**
+   * The ordering key of each message, or `false` for none. Messages with one key are delivered in
+   * publish order when the subscription has message ordering enabled.
+   * @default the subject name
+   */
+  readonly orderingKey?: false | ((event: SubstateEvent) => string)
+  /**
+   * Client-side batching: messages published within `maxMilliseconds` are sent in one request.
+   * @default { maxMessages: 100, maxMilliseconds: 10 } (the client's defaults)
+   */
+  readonly batching?: BatchPublishOptions
+  /**
+   * Also write KRules' unprefixed attributes so that a Python KRules subscriber understands the
+   * messages.
+   * @default false
+   */
+  readonly krules?: boolean
+  /**
+   * Name in failures (`route:<name>`) and logs.
+   * @default `pubsub:<topic>`
+   */
+  readonly name?: string
+}
+
+/** A Pub/Sub outbound emitter; `flush()` waits for every publish still outstanding. */
+export interface PubsubPublisher extends OutboundEmitter {
+  flush(): Promise<void>
+  close(): Promise<void>
+}
+
+/**
+ * An outbound emitter publishing events to Google Cloud Pub/Sub in the CloudEvents Pub/Sub binding
+ * (`ce-` attributes, JSON payload as data), for `container.route(pattern, publisher)`.
+ *
+ * `send` resolves once Pub/Sub accepted the message and rejects when the publish failed, so the
+ * failure reaches the emitter of the event (as a `route:<name>` failure). Concurrent sends are
+ * batched by the client (publish calls are never serialised one at a time). Messages carry the
+ * subject name as ordering key; after a failed publish the paused key is resumed, so later events
+ * of that subject publish again.
+ *
+ * @example
+ * import { PubSub } from '@google-cloud/pubsub'
+ * import { createContainer } from '@substate/core'
+ * import { pubsubPublisher } from '@substate/pubsub'
+ *
+ * const container = createContainer({ source: 'orders' })
+ * const client = new PubSub({ projectId: 'my-project' })
+ * container.route('order.*', pubsubPublisher({ client, topic: 'orders' }), { policy: 'direct' })
+ */
+export function pubsubPublisher({
+  client,
+  topic,
+  orderingKey = (event) => event.subject,
+  batching,
+  krules = false,
+  name = `pubsub:${typeof topic === 'string' ? topic : 'dynamic'}`,
+}: PubsubPublisherOptions): PubsubPublisher {
+  if (typeof client?.topic !== 'function')
+    throw new TypeError('pubsubPublisher(): client must be a PubSub client (new PubSub(...))')
+  if (typeof topic !== 'string' && typeof topic !== 'function')
+    throw new TypeError('pubsubPublisher(): topic must be a topic name, path or (event) => name')
+  const ordered = orderingKey !== false
+  const topics = new Map<string, Topic>()
+  const pending = new Set<Promise<unknown>>()
+  const topicFor = (event: SubstateEvent): Topic => {
+    const id = typeof topic === 'string' ? topic : topic(event)
+    let t = topics.get(id)
+    if (t === undefined) {
+      t = client.topic(id, { messageOrdering: ordered, ...(batching ? { batching } : {}) })
+      topics.set(id, t)
+    }
+    return t
+  }
+
+  return {
+    name,
+    async send(event: SubstateEvent, subject: Subject): Promise<void> {
+      const t = topicFor(event)
+      const message = toPubsubMessage(event, await subject.getExtProps(), { krules })
+      const key = ordered ? orderingKey(event) : undefined
+      const publish = t.publishMessage(key ? { ...message, orderingKey: key } : message)
+      pending.add(publish)
+      try {
+        await publish
+      } catch (e) {
+        // An ordered publish that failed pauses its key: every later publish with that key would
+        // be rejected until resumed. The caller sees this failure; the next event goes out again.
+        if (key) t.resumePublishing(key)
+        throw new Error(
+          `[pubsub] publish of ${event.type} for ${event.subject} to ${t.name} failed: ${(e as Error)?.message ?? e}`,
+          { cause: e },
+        )
+      } finally {
+        pending.delete(publish)
+      }
+    },
+    async flush(): Promise<void> {
+      await Promise.all([...topics.values()].map((t) => t.flush()))
+      await Promise.allSettled([...pending])
+    },
+    async close(): Promise<void> {
+      await this.flush()
+    },
+  }
+}
+
+/** Options of {@link pubsubTopics}: those of {@link pubsubPublisher} but the topic. */
+export type PubsubTopicsOptions = Omit<PubsubPublisherOptions, 'topic' | 'name'>
+
+/**
+ * The `targets.topic` of `createContainer`, so that `emit(type, subject, payload, { topic })`
+ * publishes to that topic (a name or a full path). Keeps one publisher per topic.
+ *
+ * @example
+ * const container = createContainer({ targets: { topic: pubsubTopics({ client }) } })
+ * await container.emit('user.created', 'user:1', { name: 'Ada' }, { topic: 'user-events' })
+ */
+export function pubsubTopics(options: PubsubTopicsOptions): (topic: string) => PubsubPublisher {
+  const publishers = new Map<string, PubsubPublisher>()
+  return (topic) => {
+    let p = publishers.get(topic)
+    if (p === undefined) {
+      p = pubsubPublisher({ ...options, topic })
+      publishers.set(topic, p)
+    }
+    return p
+  }
+}
