@@ -1,0 +1,230 @@
+import { createServer, type Server } from 'node:net'
+import { type Change, isSubstateError, StorageError, type SubjectStorage } from '@substate/core'
+import { describeStorage } from '@substate/core/testing'
+import { createRedisStorage } from '@substate/storage-redis'
+import { Redis } from 'ioredis'
+import { afterAll, beforeAll, expect, it } from 'vitest'
+import { describeWith, redisUrl } from '../../../tests/support/services.js'
+
+const run = `substate-test:${process.pid}:${Date.now().toString(36)}:`
+const inc = (name: string): Change => ({
+  op: 'update',
+  kind: 'prop',
+  name,
+  update: (n) => (typeof n === 'number' ? n : 0) + 1,
+})
+
+/** Deletes every key this run wrote (subject hashes and idempotency keys). */
+async function sweep(client: Redis): Promise<void> {
+  for (const match of [`s:${run}*`, `i:${run}*`]) {
+    let cursor = '0'
+    do {
+      const [next, keys] = await client.scan(cursor, 'MATCH', match, 'COUNT', 1000)
+      cursor = next
+      if (keys.length > 0) await client.del(...keys)
+    } while (cursor !== '0')
+  }
+}
+
+describeWith('redis', 'storage-redis', () => {
+  let client: Redis
+  const unreachable: Redis[] = []
+
+  describeStorage('redis', {
+    create(ns) {
+      client ??= new Redis(redisUrl!)
+      return createRedisStorage({ client, prefix: `${run}${ns}:` })
+    },
+    createUnreachable() {
+      // A closed port, with ioredis' defaults (reconnect forever, offline queue on).
+      const down = new Redis('redis://127.0.0.1:1')
+      unreachable.push(down)
+      return createRedisStorage({ client: down })
+    },
+    async cleanup() {
+      for (const c of unreachable) c.disconnect()
+      await sweep(client)
+    },
+  })
+
+  let raw: Redis
+  const opened: SubjectStorage[] = []
+  const storage = (prefix: string, options: { client?: Redis; maxAttempts?: number } = {}) => {
+    const s = createRedisStorage({
+      client: options.client ?? raw,
+      prefix: `${run}${prefix}:`,
+      ...options,
+    })
+    opened.push(s)
+    return s
+  }
+  beforeAll(() => {
+    raw = new Redis(redisUrl!)
+  })
+  afterAll(async () => {
+    for (const s of opened) await s.close()
+    await sweep(raw)
+    await raw.quit()
+  })
+
+  it('keeps the KRules layout: one hash per subject, p/e fields of JSON text', async () => {
+    const s = storage('layout')
+    await s.commit('device:1', [
+      { op: 'set', kind: 'prop', name: 'cpu', value: 95 },
+      { op: 'set', kind: 'prop', name: 'tags', value: ['a', 'b'] },
+      { op: 'set', kind: 'ext', name: 'owner', value: { id: 1 } },
+      inc('count'),
+    ])
+    expect(await raw.hgetall(`s:${run}layout:device:1`)).toEqual({
+      pcpu: '95',
+      ptags: '["a","b"]',
+      eowner: '{"id":1}',
+      pcount: '1',
+    })
+  })
+
+  it('reads what a Python KRules service wrote (json.dumps spacing, foreign fields ignored)', async () => {
+    const key = `s:${run}py:sensor:7`
+    await raw.hset(key, 'ptemp', '21.5', 'pmeta', '{"unit": "C", "ok": true}', 'ezone', '"north"')
+    const s = storage('py')
+    expect(await s.load('sensor:7')).toEqual({
+      props: { temp: 21.5, meta: { unit: 'C', ok: true } },
+      ext: { zone: 'north' },
+    })
+    // An updater compares against the stored text exactly, so foreign formatting is no conflict.
+    const r = await s.commit('sensor:7', [
+      {
+        op: 'update',
+        kind: 'prop',
+        name: 'meta',
+        update: (m) => ({ ...(m as object), ok: false }),
+      },
+    ])
+    expect(r.changes[0]).toMatchObject({
+      oldValue: { unit: 'C', ok: true },
+      newValue: { unit: 'C', ok: false },
+    })
+  })
+
+  it('stores idempotency keys beside the subjects, with a TTL, outside the s: namespace', async () => {
+    const s = storage('idem')
+    await s.commit('order:1', [inc('n')], { idempotencyKey: 'evt-1' })
+    const key = `i:${run}idem:["order:1","evt-1"]`
+    expect(await raw.exists(key)).toBe(1)
+    const ttl = await raw.ttl(key)
+    expect(ttl).toBeGreaterThan(86_000)
+    const names: string[] = []
+    for await (const n of s.subjects()) names.push(n)
+    expect(names).toEqual(['order:1'])
+  })
+
+  it('applies updaters from separate clients (separate processes) by compare-and-set, exactly', async () => {
+    const clients = Array.from({ length: 4 }, () => new Redis(redisUrl!))
+    try {
+      const stores = clients.map((c) => storage('cas', { client: c, maxAttempts: 100 }))
+      const results = await Promise.all(
+        stores.flatMap((s) => Array.from({ length: 50 }, () => s.commit('hot', [inc('n')]))),
+      )
+      expect(await stores[0]!.get('hot', 'prop', 'n')).toEqual({ value: 200 })
+      // Every commit saw a distinct old value: 0 (absent) through 199, each exactly once.
+      const olds = results.map((r) => r.changes[0]!.oldValue ?? 0).sort((a, b) => +a! - +b!)
+      expect(olds).toEqual(Array.from({ length: 200 }, (_, i) => i))
+    } finally {
+      for (const c of clients) await c.quit()
+    }
+  })
+
+  it('gives up with a ConflictError after maxAttempts when another writer always wins', async () => {
+    const s = storage('conflict', { maxAttempts: 3 })
+    const key = `s:${run}conflict:busy`
+    let calls = 0
+    const err = await s
+      .commit('busy', [
+        {
+          op: 'update',
+          kind: 'prop',
+          name: 'n',
+          update: (n) => {
+            calls++
+            // Another writer changes the value between every read and every write.
+            void raw.hset(key, 'pn', String(calls * 100))
+            return (typeof n === 'number' ? n : 0) + 1
+          },
+        },
+      ])
+      .then(
+        () => undefined,
+        (e: unknown) => e,
+      )
+    expect(isSubstateError(err, 'CONFLICT'), String(err)).toBe(true)
+    expect(err).toMatchObject({ subject: 'busy', attempts: 3 })
+    expect(calls).toBe(3)
+    expect(await raw.hget(key, 'pn')).toBe('300')
+  })
+
+  it('re-reads before failing when an updater throws on a remembered value', async () => {
+    const s = storage('stale')
+    await s.commit('door', [{ op: 'set', kind: 'prop', name: 'state', value: 'open' }])
+    await s.commit('door', [{ op: 'update', kind: 'prop', name: 'state', update: (v) => v! }])
+    // Another process changes it: the remembered 'open' is now stale.
+    await raw.hset(`s:${run}stale:door`, 'pstate', '"closed"')
+    const r = await s.commit('door', [
+      {
+        op: 'update',
+        kind: 'prop',
+        name: 'state',
+        update: (v) => {
+          if (v === 'open') throw new Error('must be closed first')
+          return 'locked'
+        },
+      },
+    ])
+    expect(r.changes[0]).toMatchObject({ oldValue: 'closed', newValue: 'locked' })
+  })
+
+  it('lists subjects of a prefix holding glob characters, and only those', async () => {
+    const a = storage('g*[x]')
+    const b = storage('g1')
+    await a.commit('one', [{ op: 'set', kind: 'prop', name: 'v', value: 1 }])
+    await b.commit('two', [{ op: 'set', kind: 'prop', name: 'v', value: 1 }])
+    const list = async (s: SubjectStorage, p?: string) => {
+      const out: string[] = []
+      for await (const n of s.subjects(p)) out.push(n)
+      return out
+    }
+    expect(await list(a)).toEqual(['one'])
+    expect(await list(a, 'o*')).toEqual(['one'])
+    expect(await list(a, 't*')).toEqual([])
+    expect(await list(b)).toEqual(['two'])
+  })
+
+  it('does not close the client it was handed', async () => {
+    const c = new Redis(redisUrl!)
+    const s = createRedisStorage({ client: c, prefix: `${run}close:` })
+    await s.commit('x', [{ op: 'set', kind: 'prop', name: 'v', value: 1 }])
+    await s.close()
+    expect(c.status).toBe('ready')
+    await expect(s.load('x')).rejects.toBeInstanceOf(StorageError)
+    expect(await c.hget(`s:${run}close:x`, 'pv')).toBe('1')
+    await c.quit()
+  })
+
+  it('times out, with a StorageError naming the server, when Redis accepts but never answers', async () => {
+    const server: Server = createServer(() => {})
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r))
+    const port = (server.address() as { port: number }).port
+    const c = new Redis({ port, host: '127.0.0.1', maxRetriesPerRequest: null })
+    try {
+      const s = createRedisStorage({ client: c, timeout: 300 })
+      const started = Date.now()
+      const err = await s.commit('x', [inc('n')]).catch((e: unknown) => e)
+      expect(Date.now() - started).toBeLessThan(2_000)
+      expect(isSubstateError(err, 'STORAGE')).toBe(true)
+      expect((err as Error).message).toContain(`is Redis running at 127.0.0.1:${port}?`)
+      expect(isSubstateError((err as Error).cause, 'TIMEOUT')).toBe(true)
+    } finally {
+      c.disconnect()
+      server.close()
+    }
+  })
+})
