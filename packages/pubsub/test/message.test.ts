@@ -156,7 +156,10 @@ describe('fromPubsubMessage', () => {
   it('keeps text and binary data as strings', () => {
     const base = { 'ce-id': '1', 'ce-source': 's', 'ce-type': 't', 'ce-subject': 'x' }
     const text = fromPubsubMessage(
-      received({ data: Buffer.from('hello'), attributes: { ...base, 'Content-Type': 'text/plain' } }),
+      received({
+        data: Buffer.from('hello'),
+        attributes: { ...base, 'Content-Type': 'text/plain' },
+      }),
       'f',
     )
     expect(text.payload).toBe('hello')
@@ -172,8 +175,10 @@ describe('fromPubsubMessage', () => {
 
   it('rejects what is not an event, naming the attribute', () => {
     const base = { 'ce-id': '1', 'ce-source': 's', 'ce-type': 't', 'ce-subject': 'x' }
-    const bad = (attributes: Record<string, string>, data = '{}') => () =>
-      fromPubsubMessage(received({ data: Buffer.from(data), attributes }), 'f')
+    const bad =
+      (attributes: Record<string, string>, data = '{}') =>
+      () =>
+        fromPubsubMessage(received({ data: Buffer.from(data), attributes }), 'f')
     expect(bad({ ...base, 'ce-subject': '' })).toThrow(/ce-subject/)
     expect(bad({ type: 'x' })).toThrow(/subject/)
     expect(bad({ ...base, 'ce-time': 'yesterday' })).toThrow(/ce-time/)
