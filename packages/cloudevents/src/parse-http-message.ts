@@ -1,0 +1,141 @@
+import type { IncomingEvent, ValidationError } from '@substate/core'
+import {
+  decodeHeaderValue,
+  isJsonMediaType,
+  MIME_CE_BATCH,
+  MIME_CE_JSON,
+  mediaType,
+} from './_internal.js'
+import { Invalid, readEvent } from './from-cloud-event.js'
+
+/** How an HTTP message carries CloudEvents (HTTP protocol binding §3). */
+export type HttpMode = 'binary' | 'structured' | 'batch'
+
+/** Request headers: a Fetch `Headers`, or a plain object such as Node's `IncomingHttpHeaders`. */
+export type HeadersLike = Headers | Readonly<Record<string, string | readonly string[] | undefined>>
+
+/** An HTTP request (or response) as far as CloudEvents care: headers and body. */
+export interface HttpMessage {
+  readonly headers: HeadersLike
+  /** The body; bytes are decoded as UTF-8 where text is needed. */
+  readonly body: string | Uint8Array
+}
+
+/** What {@link parseHttpMessage} returns: the events, or why there are none. */
+export type ParseResult =
+  | { readonly ok: true; readonly mode: HttpMode; readonly events: IncomingEvent[] }
+  | {
+      readonly ok: false
+      /** 415 when the content type is no CloudEvents mode; 400 when an event is invalid. */
+      readonly status: 400 | 415
+      /** `field` names the offending attribute (`id`, `[2].source`, `body`, `content-type`, ...). */
+      readonly error: ValidationError
+    }
+
+const decoder = new TextDecoder()
+const text = (body: string | Uint8Array): string =>
+  typeof body === 'string' ? body : decoder.decode(body)
+const bytes = (body: string | Uint8Array): Buffer =>
+  typeof body === 'string' ? Buffer.from(body, 'utf8') : Buffer.from(body)
+
+function parseJson(body: string | Uint8Array, field: string): unknown {
+  try {
+    return JSON.parse(text(body))
+  } catch (e) {
+    return new Invalid(field, `the body is not valid JSON (${(e as Error).message})`)
+  }
+}
+
+function fail(status: 400 | 415, invalid: Invalid): ParseResult {
+  return { ok: false, status, error: invalid.toError() }
+}
+
+/**
+ * Reads the CloudEvents of an HTTP message and validates every one (the `cloudevents` SDK does not
+ * by default). Never throws on bad input: it returns `{ ok: false, status, error }`.
+ *
+ * - `Content-Type: application/cloudevents+json`: **structured** mode, one event as JSON.
+ * - `Content-Type: application/cloudevents-batch+json`: **batch** mode, a JSON array of events;
+ *   one invalid event rejects the whole batch (its field is prefixed `[i].`).
+ * - any `ce-` header: **binary** mode. Attributes come from `ce-` headers (percent-decoded, HTTP
+ *   binding §3.1.3.2), `datacontenttype` from `Content-Type`, data from the body: JSON (or no
+ *   content type) is parsed, `text/*` stays a string, other media types become a base64 string.
+ * - otherwise a JSON content type (`application/json`) without `ce-` headers is read as
+ *   structured mode, because many senders post structured events that way; anything else is 415.
+ *
+ * This is written here rather than taken from the SDK's `HTTP.toEvent`: that path builds and
+ * validates a `CloudEvent` class instance (ajv schema, error objects) per event, which costs more
+ * than handling the event, and it accepts events without `subject`, which Substate needs.
+ *
+ * @example
+ * const parsed = parseHttpMessage({ headers: req.headers, body: await req.text() })
+ * if (!parsed.ok) return json(parsed.status, { error: parsed.error.message, field: parsed.error.field })
+ * for (const event of parsed.events) await container.receive(event)
+ */
+export function parseHttpMessage(message: HttpMessage): ParseResult {
+  const { headers, body } = message
+  let contentType: string | undefined
+  let attrs: Record<string, string> | undefined
+  const header = (name: string, value: string): void => {
+    if (name === 'content-type') contentType = value
+    else if (name.startsWith('ce-')) {
+      attrs ??= {}
+      attrs[name.slice(3)] = decodeHeaderValue(value)
+    }
+  }
+  // Duck-typed: a Headers from another realm or undici copy is still a Headers.
+  if (typeof (headers as Headers).get === 'function') {
+    for (const [name, value] of headers as Headers) header(name, value)
+  } else {
+    for (const [name, value] of Object.entries(headers as Record<string, unknown>)) {
+      if (value === undefined) continue
+      header(name.toLowerCase(), Array.isArray(value) ? value.join(', ') : String(value))
+    }
+  }
+  const type = mediaType(contentType)
+
+  if (type === MIME_CE_BATCH) {
+    const list = parseJson(body, 'body')
+    if (list instanceof Invalid) return fail(400, list)
+    if (!Array.isArray(list))
+      return fail(400, new Invalid('body', 'a batch must be a JSON array of events'))
+    const events: IncomingEvent[] = new Array(list.length)
+    for (let i = 0; i < list.length; i++) {
+      const event = readEvent(list[i], `[${i}].`)
+      if (event instanceof Invalid) return fail(400, event)
+      events[i] = event
+    }
+    return { ok: true, mode: 'batch', events }
+  }
+  if (
+    type === MIME_CE_JSON ||
+    (attrs === undefined && isJsonMediaType(type) && !type.startsWith('application/cloudevents'))
+  ) {
+    const obj = parseJson(body, 'body')
+    if (obj instanceof Invalid) return fail(400, obj)
+    const event = readEvent(obj, '')
+    if (event instanceof Invalid) return fail(400, event)
+    return { ok: true, mode: 'structured', events: [event] }
+  }
+  if (attrs === undefined || type.startsWith('application/cloudevents')) {
+    return fail(
+      415,
+      new Invalid(
+        'content-type',
+        `unsupported content type ${JSON.stringify(contentType ?? '')}: send a binary-mode event (ce- headers), ${MIME_CE_JSON} or ${MIME_CE_BATCH}`,
+      ),
+    )
+  }
+
+  const event = readEvent(attrs, '', true)
+  if (event instanceof Invalid) return fail(400, event)
+  if (body.length > 0) {
+    if (type === '' || isJsonMediaType(type)) {
+      const data = parseJson(body, 'data')
+      if (data instanceof Invalid) return fail(400, data)
+      event.payload = data
+    } else if (type.startsWith('text/')) event.payload = text(body)
+    else event.payload = bytes(body).toString('base64')
+  }
+  return { ok: true, mode: 'binary', events: [event] }
+}
