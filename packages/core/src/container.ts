@@ -5,7 +5,7 @@ import { CascadeDepthError, HandlerError, ShutdownError, TimeoutError } from './
 import { copyJson, type JsonValue } from './json.js'
 import { KeyedQueue } from './keyed-queue.js'
 import { createMemoryStorage } from './memory-storage.js'
-import { Metrics, type MetricsSnapshot } from './metrics.js'
+import { type HandlerStats, Metrics, type MetricsSnapshot } from './metrics.js'
 import { compileGlob, Router } from './router.js'
 import { type Scope, scopes, type UnitOfWork } from './scope.js'
 import type { StorageProvider, SubjectStorage } from './storage.js'
@@ -245,6 +245,9 @@ export interface Container<E extends EventMap = EventMap> {
 
 interface HandlerEntry {
   readonly name: string
+  readonly stats: HandlerStats
+  /** No retry policy and no timeout: one attempt, called inline. */
+  readonly simple: boolean
   readonly fn: Handler
   readonly filters: readonly Filter[]
   readonly options: HandlerOptions
@@ -314,33 +317,45 @@ const sleep = (ms: number, signal: AbortSignal): Promise<void> =>
   })
 
 class Context implements EventContext {
-  readonly type: string
-  readonly id: string
-  readonly subject: Subject
-  readonly payload: unknown
-  readonly extra: Readonly<Record<string, unknown>> | undefined
-  readonly originId: string
-  readonly propertyName: string | undefined
-  readonly oldValue: JsonValue | undefined
-  readonly newValue: JsonValue | undefined
   readonly event: SubstateEvent
+  readonly subject: Subject
   readonly signal: AbortSignal
   readonly #engine: Engine
   #metadata: Map<string, unknown> | undefined
+  /** The dispatch's own state, passed through the (shared) composed middleware chain. */
+  dispatch: { scope: Scope; targets: OutboundEmitter[] | undefined; handled: number } | undefined
 
+  // Fields are read through the event: a context is built per event, on the hot path.
   constructor(engine: Engine, event: SubstateEvent, subject: Subject, signal: AbortSignal) {
     this.#engine = engine
     this.event = event
-    this.type = event.type
-    this.id = event.id
     this.subject = subject
-    this.payload = event.payload
-    this.extra = event.extra
-    this.originId = event.originId
-    this.propertyName = event.propertyName
-    this.oldValue = event.oldValue
-    this.newValue = event.newValue
     this.signal = signal
+  }
+
+  get type(): string {
+    return this.event.type
+  }
+  get id(): string {
+    return this.event.id
+  }
+  get payload(): unknown {
+    return this.event.payload
+  }
+  get extra(): Readonly<Record<string, unknown>> | undefined {
+    return this.event.extra
+  }
+  get originId(): string {
+    return this.event.originId
+  }
+  get propertyName(): string | undefined {
+    return this.event.propertyName
+  }
+  get oldValue(): JsonValue | undefined {
+    return this.event.oldValue
+  }
+  get newValue(): JsonValue | undefined {
+    return this.event.newValue
   }
 
   get metadata(): Map<string, unknown> {
@@ -492,7 +507,9 @@ class Engine implements Container {
     const name = options.name ?? (fn.name || `handler#${++this.#anonymous}`)
     if (options.retry && !(options.retry.attempts >= 1))
       throw new TypeError(`${name}: retry.attempts must be >= 1`)
-    const off = this.#router.add(patterns, { name, fn, filters, options })
+    const simple = options.retry === undefined && options.timeout === undefined
+    const entry = { name, stats: this.#metrics.of(name), simple, fn, filters, options }
+    const off = this.#router.add(patterns, entry)
     const un = unsubscribe(off)
     options.signal?.addEventListener('abort', un, { once: true })
     if (options.signal?.aborted) off()
@@ -573,27 +590,33 @@ class Engine implements Container {
       typeof this.#storage === 'function' ? this.#storage(name) : this.#storage,
     live: (name: string): SubjectState => this.subject(name),
     events$: this.events$,
-    emitChange: async (
+    emitChange: (
       subject: SubjectState,
       type: string,
       payload: unknown,
       change: { propertyName: string; oldValue?: JsonValue; newValue?: JsonValue } | undefined,
       extra: Record<string, unknown> | undefined,
-    ): Promise<void> => {
-      const parent = scopes.getStore()
+      parent: Scope | undefined,
+    ): Promise<unknown> => {
+      const id = this.#newId()
       const event: SubstateEvent = {
-        id: this.#newId(),
+        id,
         type,
         source: this.source,
         subject: subject.name,
         time: Date.now(),
         payload,
-        originId: parent?.originId ?? this.#newId(),
+        originId: parent === undefined ? id : parent.originId,
         extra,
-        ...change,
+        propertyName: change?.propertyName,
+        oldValue: change?.oldValue,
+        newValue: change?.newValue,
       }
-      const result = await this.#dispatch(event, subject, parent, undefined)
-      if (parent === undefined && this.#throw && !result.ok) throw this.#aggregate(result)
+      const done = this.#dispatch(event, subject, parent, undefined)
+      if (parent !== undefined || !this.#throw) return done
+      return done.then((result) => {
+        if (!result.ok) throw this.#aggregate(result)
+      })
     },
   }
 
@@ -619,9 +642,11 @@ class Engine implements Container {
       subject: s.name,
       time: Date.now(),
       payload: data,
-      originId: parent?.originId ?? this.#newId(),
+      originId: '',
       extra: options?.extra,
     }
+    // The event at the top of a cascade is its own origin.
+    ;(event as { originId: string }).originId = parent === undefined ? event.id : parent.originId
     return this.#emitEvent(event, s, parent, options)
   }
 
@@ -680,7 +705,7 @@ class Engine implements Container {
    * Runs one event: middleware (once) around routes and handlers, in a scope one level deeper than
    * the caller's. Failures are merged into the parent scope unless `detach` (the caller rethrows).
    */
-  async #dispatch(
+  #dispatch(
     event: SubstateEvent,
     subject: SubjectState,
     parent: Scope | undefined,
@@ -688,47 +713,68 @@ class Engine implements Container {
     detach = false,
   ): Promise<EmitResult> {
     const depth = parent === undefined ? 0 : parent.depth + 1
-    if (depth > this.#maxDepth) throw new CascadeDepthError(this.#maxDepth, event.type)
+    if (depth > this.#maxDepth) {
+      return Promise.reject(new CascadeDepthError(this.#maxDepth, event.type))
+    }
     const scope: Scope = { depth, originId: event.originId, failures: [], unit: parent?.unit }
     if (parent === undefined) this.#inflight++
-    try {
-      const handled = await scopes.run(scope, () => this.#run(event, subject, scope, targets))
-      if (parent !== undefined && !detach && scope.failures.length > 0)
-        parent.failures.push(...scope.failures)
-      return {
-        event,
-        handled,
-        failures: scope.failures,
-        ok: scope.failures.every((f) => f.deadLettered),
-      }
-    } finally {
-      if (parent === undefined && --this.#inflight === 0) this.#idle?.()
-    }
+    return scopes.run(scope, () => this.#run(event, subject, scope, parent, targets, detach))
   }
 
   async #run(
     event: SubstateEvent,
     subject: SubjectState,
     scope: Scope,
+    parent: Scope | undefined,
     targets: OutboundEmitter[] | undefined,
-  ): Promise<number> {
-    this.#events.next(event)
-    const ctx = new Context(this, event, subject, this.#abort.signal)
-    let handled = 0
-    const inner = async (c: EventContext): Promise<void> => {
-      handled = await this.#handle(c, scope, targets)
-    }
-    if (this.#middleware.length === 0) {
-      await inner(ctx)
-    } else {
-      this.#composed ??= compose(this.#middleware, inner)
-      try {
-        await this.#composed(ctx)
-      } catch (e) {
-        this.#fail(scope, 'middleware', event, e, 1, false, false)
+    detach: boolean,
+  ): Promise<EmitResult> {
+    try {
+      if (this.#events.observed) this.#events.next(event)
+      const ctx = new Context(this, event, subject, this.#abort.signal)
+      let handled = 0
+      if (this.#middleware.length === 0 && targets === undefined && this.#routes.size === 0) {
+        // The common case inline (one async frame less per event): local handlers only.
+        for (const h of this.#router.match(event.type)) {
+          if (h.filters.length > 0) {
+            const pass = this.#passes(h, ctx, scope)
+            if (!(pass === true || (pass !== false && (await pass)))) continue
+          }
+          handled++
+          if (h.simple) {
+            const started = performance.now()
+            try {
+              await h.fn(ctx)
+              h.stats.ok(performance.now() - started)
+            } catch (e) {
+              h.stats.fail(performance.now() - started)
+              await this.#failed(h, ctx, scope, e, 1)
+            }
+          } else await this.#invoke(h, ctx, scope)
+        }
+      } else if (this.#middleware.length === 0) {
+        handled = await this.#handle(ctx, scope, targets)
+      } else {
+        this.#composed ??= compose(this.#middleware, async (c) => {
+          const d = (c as Context).dispatch!
+          d.handled = await this.#handle(c, d.scope, d.targets)
+        })
+        ctx.dispatch = { scope, targets, handled: 0 }
+        try {
+          await this.#composed(ctx)
+        } catch (e) {
+          this.#fail(scope, 'middleware', event, e, 1, false, false)
+        }
+        handled = ctx.dispatch!.handled
       }
+      const failures = scope.failures
+      if (parent !== undefined && !detach && failures.length > 0) parent.failures.push(...failures)
+      let ok = true
+      for (const f of failures) if (!f.deadLettered) ok = false
+      return { event, handled, failures, ok }
+    } finally {
+      if (parent === undefined && --this.#inflight === 0) this.#idle?.()
     }
-    return handled
   }
 
   async #handle(
@@ -738,18 +784,22 @@ class Engine implements Container {
   ): Promise<number> {
     // Explicit targets (dispatchUrl, topic) go remote only. Routes add targets; local handlers
     // still run unless every matching route is 'direct'.
-    const remote: OutboundEmitter[] = targets === undefined ? [] : [...targets]
     let local = targets === undefined
+    let remote = targets
     if (local && this.#routes.size > 0) {
       const routes = this.#routes.match(ctx.type)
-      for (const r of routes) remote.push(r.emitter)
-      if (routes.length > 0 && routes.every((r) => r.direct)) local = false
+      if (routes.length > 0) {
+        remote = routes.map((r) => r.emitter)
+        local = !routes.every((r) => r.direct)
+      }
     }
-    for (const emitter of remote) {
-      try {
-        await emitter.send(ctx.event, ctx.subject)
-      } catch (e) {
-        this.#fail(scope, `route:${emitter.name}`, ctx.event, e, 1, false, false)
+    if (remote !== undefined) {
+      for (const emitter of remote) {
+        try {
+          await emitter.send(ctx.event, ctx.subject)
+        } catch (e) {
+          this.#fail(scope, `route:${emitter.name}`, ctx.event, e, 1, false, false)
+        }
       }
     }
     if (!local) return 0
@@ -798,52 +848,55 @@ class Engine implements Container {
     }
   }
 
+  /** A handler with a retry policy or a timeout. */
   async #invoke(h: HandlerEntry, ctx: EventContext, scope: Scope): Promise<void> {
     const { retry, timeout } = h.options
     const attempts = retry?.attempts ?? 1
-    const stats = this.#metrics.of(h.name)
     for (let attempt = 1; ; attempt++) {
       const started = performance.now()
       try {
         if (timeout === undefined) await h.fn(ctx)
         else await this.#withTimeout(h, ctx, timeout)
-        stats.ok(performance.now() - started)
+        h.stats.ok(performance.now() - started)
         return
       } catch (e) {
         if (attempt < attempts && !this.#abort.signal.aborted) {
-          stats.retry(performance.now() - started)
+          h.stats.retry(performance.now() - started)
           await sleep(backoff(retry, attempt), this.#abort.signal)
           continue
         }
-        stats.fail(performance.now() - started)
-        let deadLettered = false
-        const error = new HandlerError(h.name, ctx.type, ctx.subject.name, { cause: e })
-        if (this.#deadLetter) {
-          try {
-            await this.#deadLetter.put({
-              event: ctx.event,
-              handler: h.name,
-              error,
-              attempts: attempt,
-              at: Date.now(),
-            })
-            deadLettered = true
-          } catch (dlError) {
-            this.#report(scope, `dead-letter:${h.name}`, ctx.event, dlError)
-          }
-        }
-        this.#fail(
-          scope,
-          h.name,
-          ctx.event,
-          error,
-          attempt,
-          deadLettered,
-          deadLettered && this.#deadLetter!.durable,
-        )
-        return
+        h.stats.fail(performance.now() - started)
+        return this.#failed(h, ctx, scope, e, attempt)
       }
     }
+  }
+
+  /** After the last attempt: dead-letter if a sink is configured, then record the failure. */
+  async #failed(
+    h: HandlerEntry,
+    ctx: EventContext,
+    scope: Scope,
+    e: unknown,
+    attempts: number,
+  ): Promise<void> {
+    let deadLettered = false
+    const error = new HandlerError(h.name, ctx.type, ctx.subject.name, { cause: e })
+    if (this.#deadLetter) {
+      try {
+        await this.#deadLetter.put({
+          event: ctx.event,
+          handler: h.name,
+          error,
+          attempts,
+          at: Date.now(),
+        })
+        deadLettered = true
+      } catch (dlError) {
+        this.#report(scope, `dead-letter:${h.name}`, ctx.event, dlError)
+      }
+    }
+    const durable = deadLettered && this.#deadLetter!.durable
+    this.#fail(scope, h.name, ctx.event, error, attempts, deadLettered, durable)
   }
 
   async #withTimeout(h: HandlerEntry, ctx: EventContext, ms: number): Promise<void> {

@@ -14,8 +14,8 @@ export type MetricsSnapshot = Record<string, HandlerMetrics>
 
 const WINDOW = 1024
 
-/** Accumulates one handler's numbers; a ring of recent durations gives the p99. */
-class Stats {
+/** Accumulates one handler's numbers; a ring of recent durations gives the p99. Internal. */
+export class HandlerStats {
   processed = 0
   failed = 0
   retried = 0
@@ -56,11 +56,11 @@ class Stats {
 
 /** Per-handler statistics of a container. */
 export class Metrics {
-  readonly #byName = new Map<string, Stats>()
-  of(name: string): Stats {
+  readonly #byName = new Map<string, HandlerStats>()
+  of(name: string): HandlerStats {
     let s = this.#byName.get(name)
     if (s === undefined) {
-      s = new Stats()
+      s = new HandlerStats()
       this.#byName.set(name, s)
     }
     return s

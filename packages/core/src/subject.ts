@@ -1,7 +1,7 @@
 import { filter, map, type Observable } from 'rxjs'
 import { isSubstateError, PropertyNotFoundError, StorageError } from './errors.js'
 import { cloneJson, copyJson, type JsonValue, jsonEqual } from './json.js'
-import { scopes } from './scope.js'
+import { type Scope, scopes } from './scope.js'
 import type {
   Change,
   CommitOptions,
@@ -29,7 +29,9 @@ export interface SubjectHost {
     payload: unknown,
     change: { propertyName: string; oldValue?: JsonValue; newValue?: JsonValue } | undefined,
     extra: Record<string, unknown> | undefined,
-  ): Promise<void>
+    /** The scope the change happened in (`scopes.getStore()`), read once by the caller. */
+    parent: Scope | undefined,
+  ): Promise<unknown>
   /** The live state for a name (a new one if it was evicted). */
   live(name: string): SubjectState
   readonly events$: Observable<SubstateEvent>
@@ -57,12 +59,7 @@ function fold(prev: Pending | undefined, next: Pending): Pending {
   return { op: 'set', value: applyFns(next, prev.op === 'set' ? prev.value : undefined) }
 }
 
-const keyOf = (kind: PropertyKind, name: string): string =>
-  kind === 'prop' ? `p${name}` : `e${name}`
-
-function toChange(key: string, p: Pending): Change {
-  const kind: PropertyKind = key[0] === 'p' ? 'prop' : 'ext'
-  const name = key.slice(1)
+function toChange(kind: PropertyKind, name: string, p: Pending): Change {
   if (p.op === 'update') return { op: 'update', kind, name, update: (v) => applyFns(p, v) }
   return p.op === 'set' ? { op: 'set', kind, name, value: p.value } : { op: 'delete', kind, name }
 }
@@ -94,7 +91,8 @@ export class SubjectState implements Subject {
   #ext = new Map<string, JsonValue>()
   #loaded = false
   #loading: Promise<void> | undefined
-  #pending = new Map<string, Pending>()
+  /** Pending cached writes, per kind, one folded change per property. */
+  #pending = { prop: new Map<string, Pending>(), ext: new Map<string, Pending>() }
   /** Commits of this subject run one after another (store, write-through, flush). */
   #chain: Promise<unknown> = Promise.resolve()
   #busy = 0
@@ -112,12 +110,12 @@ export class SubjectState implements Subject {
   }
 
   get dirty(): boolean {
-    return this.#pending.size > 0
+    return this.#pending.prop.size > 0 || this.#pending.ext.size > 0
   }
 
   /** Idle and clean: nothing pending, nothing in flight. Only such states may be evicted. */
   get evictable(): boolean {
-    return this.#busy === 0 && this.#pending.size === 0
+    return this.#busy === 0 && !this.dirty
   }
 
   /** Drops cached state and memory; later calls on this handle forward to the live state. */
@@ -130,7 +128,8 @@ export class SubjectState implements Subject {
 
   /** Discards the cache and pending writes (after a failed unit of work or a duplicate commit). */
   reset(): void {
-    this.#pending.clear()
+    this.#pending.prop.clear()
+    this.#pending.ext.clear()
     this.#props.clear()
     this.#ext.clear()
     this.#loaded = false
@@ -246,56 +245,62 @@ export class SubjectState implements Subject {
     return { op: 'set', value: copyJson(value, what) }
   }
 
-  async #write(
+  /**
+   * The hot path: when the subject is loaded, a cached write is applied synchronously and only
+   * the change event is awaited (each extra async layer costs, AsyncLocalStorage hooks included).
+   */
+  #write(
     kind: PropertyKind,
     property: string,
     next: Pending,
     options: WriteOptions | undefined,
   ): Promise<JsonValue | undefined | typeof NOT_FOUND> {
     if (this.evicted) return this.#forward().#write(kind, property, next, options)
-    this.#busy++
-    try {
-      return options?.cache === false
-        ? await this.#writeThrough(kind, property, next, options)
-        : await this.#writeCached(kind, property, next, options)
-    } finally {
-      this.#busy--
-    }
+    if (options?.cache === false)
+      return this.#track(this.#writeThrough(kind, property, next, options))
+    if (this.#loaded) return this.#writeCached(kind, property, next, options)
+    return this.#track(this.#load()).then(() => this.#write(kind, property, next, options))
   }
 
-  async #writeCached(
+  #writeCached(
     kind: PropertyKind,
     property: string,
     next: Pending,
     options: WriteOptions | undefined,
   ): Promise<JsonValue | undefined | typeof NOT_FOUND> {
-    await this.#load()
     const map = kind === 'prop' ? this.#props : this.#ext
     const had = map.has(property)
     const oldValue = map.get(property)
     let newValue: JsonValue | undefined
     if (next.op === 'delete') {
-      if (!had) return NOT_FOUND
+      if (!had) return Promise.resolve(NOT_FOUND)
       map.delete(property)
     } else {
-      newValue = next.op === 'set' ? next.value : applyFns(next, oldValue)
-      if (had && jsonEqual(oldValue, newValue)) return cloneJson(newValue)
+      try {
+        newValue = next.op === 'set' ? next.value : applyFns(next, oldValue)
+      } catch (e) {
+        return Promise.reject(e)
+      }
+      if (had && jsonEqual(oldValue, newValue)) return Promise.resolve(cloneJson(newValue))
       map.set(property, newValue)
     }
-    const key = keyOf(kind, property)
+    const pendingMap = this.#pending[kind]
+    const pending = pendingMap.get(property)
     // Fold against the cache: an updater after a set/delete becomes a set of the computed value.
-    const pending = this.#pending.get(key)
-    this.#pending.set(
-      key,
+    pendingMap.set(
+      property,
       next.op === 'update' && pending !== undefined && pending.op !== 'update'
         ? { op: 'set', value: newValue! }
         : fold(pending, next),
     )
-    this.#touch()
-    if (kind === 'prop' && !options?.muted) {
-      await this.#emitChange(property, had ? oldValue : undefined, newValue, options?.extra)
-    }
-    return next.op === 'delete' ? oldValue : cloneJson(newValue)
+    const scope = scopes.getStore()
+    this.#touch(scope)
+    const result = next.op === 'delete' ? oldValue : cloneJson(newValue)
+    if (kind === 'ext' || options?.muted) return Promise.resolve(result)
+    const extra = options?.extra
+    return this.#emitChange(property, had ? oldValue : undefined, newValue, extra, scope).then(
+      () => result,
+    )
   }
 
   async #writeThrough(
@@ -304,14 +309,14 @@ export class SubjectState implements Subject {
     next: Pending,
     options: WriteOptions | undefined,
   ): Promise<JsonValue | undefined | typeof NOT_FOUND> {
-    const key = keyOf(kind, property)
+    const pendingMap = this.#pending[kind]
     const c = await this.#serial(async () => {
       // A pending cached write of this property is committed with this one, in order.
-      const pending = this.#pending.get(key)
-      const result = await this.#commit([toChange(key, fold(pending, next))], undefined, 'commit')
-      const committed = result.changes[0]!
-      if (this.#pending.get(key) === pending) {
-        this.#pending.delete(key)
+      const pending = pendingMap.get(property)
+      const change = toChange(kind, property, fold(pending, next))
+      const committed = (await this.#commit([change], undefined, 'commit')).changes[0]!
+      if (pendingMap.get(property) === pending) {
+        pendingMap.delete(property)
         if (this.#loaded) this.#cacheStored(kind, property, committed.newValue)
       }
       return committed
@@ -329,19 +334,22 @@ export class SubjectState implements Subject {
     const corrections = await this.#serial(async () => {
       // Another process may have written in between: the stored value wins and is announced.
       const corrections: Array<[string, JsonValue | undefined, JsonValue | undefined]> = []
-      if (this.#pending.size === 0) return corrections
+      if (!this.dirty) return corrections
       const taken = this.#pending
-      this.#pending = new Map()
+      this.#pending = { prop: new Map(), ext: new Map() }
+      const changes: Change[] = []
+      for (const kind of ['prop', 'ext'] as const) {
+        for (const [name, p] of taken[kind]) changes.push(toChange(kind, name, p))
+      }
       let result: Awaited<ReturnType<SubjectStorage['commit']>>
       try {
-        result = await this.#commit(
-          [...taken].map(([k, p]) => toChange(k, p)),
-          options,
-          'store',
-        )
+        result = await this.#commit(changes, options, 'store')
       } catch (e) {
         // Nothing was written: put the changes back under whatever was set meanwhile.
-        for (const [k, p] of this.#pending) taken.set(k, fold(taken.get(k), p))
+        for (const kind of ['prop', 'ext'] as const) {
+          for (const [name, p] of this.#pending[kind])
+            taken[kind].set(name, fold(taken[kind].get(name), p))
+        }
         this.#pending = taken
         throw e
       }
@@ -351,7 +359,7 @@ export class SubjectState implements Subject {
         return corrections
       }
       for (const c of result.changes) {
-        if (this.#pending.has(keyOf(c.kind, c.name))) continue
+        if (this.#pending[c.kind].has(c.name)) continue
         const map = c.kind === 'prop' ? this.#props : this.#ext
         const cached = map.get(c.name)
         if (!jsonEqual(cached, c.newValue)) {
@@ -374,7 +382,8 @@ export class SubjectState implements Subject {
         throw wrapStorage(this.#storage, 'flush', this.name, e)
       }
       const cached = this.#loaded ? this.toJSON() : undefined
-      this.#pending.clear()
+      this.#pending.prop.clear()
+      this.#pending.ext.clear()
       this.#props.clear()
       this.#ext.clear()
       this.#loaded = true
@@ -382,7 +391,14 @@ export class SubjectState implements Subject {
       this.#touch()
       return { props: cached?.props ?? snap.props, ext_props: cached?.ext ?? snap.ext }
     })
-    await this.#host.emitChange(this, SUBJECT_DELETED, payload, undefined, undefined)
+    await this.#host.emitChange(
+      this,
+      SUBJECT_DELETED,
+      payload,
+      undefined,
+      undefined,
+      scopes.getStore(),
+    )
   }
 
   // ---- observation ----
@@ -412,19 +428,22 @@ export class SubjectState implements Subject {
     return this.#host.live(this.name)
   }
 
-  #touch(): void {
+  #touch(scope: Scope | undefined = scopes.getStore()): void {
     this.recentlyUsed = true
-    const unit = scopes.getStore()?.unit
+    const unit = scope?.unit
     if (unit !== undefined && !unit.touched.has(this)) unit.touched.set(this, this.generation)
   }
 
-  async #withLoad(): Promise<void> {
+  #withLoad(): Promise<void> {
+    return this.#loaded ? Promise.resolve() : this.#track(this.#load())
+  }
+
+  /** Counts `work` as in flight (not evictable) until it settles. */
+  #track<T>(work: Promise<T>): Promise<T> {
     this.#busy++
-    try {
-      await this.#load()
-    } finally {
+    return work.finally(() => {
       this.#busy--
-    }
+    })
   }
 
   #load(): Promise<void> {
@@ -478,7 +497,8 @@ export class SubjectState implements Subject {
     oldValue: JsonValue | undefined,
     newValue: JsonValue | undefined,
     extra: Record<string, unknown> | undefined,
-  ): Promise<void> {
+    scope: Scope | undefined = scopes.getStore(),
+  ): Promise<unknown> {
     const deleted = newValue === undefined
     const old = cloneJson(oldValue)
     const value = cloneJson(newValue)
@@ -489,6 +509,7 @@ export class SubjectState implements Subject {
           { property_name: property, old_value: old },
           { propertyName: property, oldValue: old },
           extra,
+          scope,
         )
       : this.#host.emitChange(
           this,
@@ -496,6 +517,7 @@ export class SubjectState implements Subject {
           { property_name: property, old_value: old, value },
           { propertyName: property, oldValue: old, newValue: value },
           extra,
+          scope,
         )
   }
 }
