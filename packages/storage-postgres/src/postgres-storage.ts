@@ -1,0 +1,478 @@
+import { createHash } from 'node:crypto'
+import {
+  type Change,
+  type CommitOptions,
+  type CommitResult,
+  compileGlob,
+  type JsonValue,
+  StorageError,
+  type SubjectSnapshot,
+  type SubjectStorage,
+  TimeoutError,
+} from '@substate/core'
+import {
+  type BatchEntry,
+  CommitQueue,
+  type EntryOutcome,
+  parseRaw,
+  type Raw,
+} from './commit-queue.js'
+import { type Statements, statements } from './sql.js'
+
+/** A query as the storage sends it: always parameterized, named when it is prepared. */
+export interface PgQueryConfig {
+  readonly name?: string
+  readonly text: string
+  readonly values?: unknown[]
+}
+
+/**
+ * The part of a `pg` `Pool` (or `Client`) the storage uses: `query`, and where it connects (for
+ * error messages). A `Pool` is the usual choice; a single `Client` works too (its queries queue).
+ */
+export interface PgQueryable {
+  query(config: PgQueryConfig): Promise<{ rows: unknown[] }>
+  /** A Pool's settings. */
+  readonly options?: {
+    readonly host?: string | undefined
+    readonly port?: number | undefined
+    readonly connectionString?: string | undefined
+  }
+  /** A Client's host. */
+  readonly host?: string
+  /** A Client's port. */
+  readonly port?: number
+}
+
+/** Options of {@link createPostgresStorage}. */
+export interface PostgresStorageOptions {
+  /** The `pg` Pool (or Client). The storage runs queries on it and never ends it. */
+  readonly pool: PgQueryable
+  /**
+   * The table holding subjects (KRules: `subjects`). Storages on different tables are isolated.
+   * @default 'subjects'
+   */
+  readonly table?: string
+  /**
+   * The schema of the table; it must exist.
+   * @default 'public'
+   */
+  readonly schema?: string
+  /**
+   * Create the table and its `{table}_applied` side table when missing, on first use. Safe when
+   * several processes start at once. Turn off when the role may not create tables (they must
+   * then exist).
+   * @default true
+   */
+  readonly createTable?: boolean
+  /**
+   * Longest time one operation may take, in milliseconds; past it, the operation rejects with a
+   * `StorageError` whose cause is a `TimeoutError`. (A commit that timed out may still be applied
+   * by the server later, as with any network timeout: use idempotency keys to retry safely.)
+   * @default 5000
+   */
+  readonly timeout?: number
+  /**
+   * Compare-and-set attempts a change set with updaters makes, when other processes keep changing
+   * the same properties, before it rejects with a `ConflictError`.
+   * @default 10
+   */
+  readonly maxAttempts?: number
+  /**
+   * Base of the jittered exponential backoff between compare-and-set attempts, in milliseconds
+   * (the first retry is immediate; the delay is capped at 250 ms).
+   * @default 2
+   */
+  readonly retryDelay?: number
+  /**
+   * How long an idempotency key is remembered after its commit, at least, in seconds (older keys
+   * are pruned from `{table}_applied` in the background).
+   * @default 86_400
+   */
+  readonly idempotencyTtl?: number
+}
+
+const NAME = 'storage-postgres'
+const MAX_BATCH = 100
+const CONCURRENCY = 4
+/** SQLSTATEs of races PostgreSQL resolves by failing one side: the statement is retried. */
+const RETRYABLE = new Set(['40P01', '40001'])
+/** SQLSTATEs of a concurrent `CREATE ... IF NOT EXISTS` that got there first. */
+const ALREADY_CREATED = new Set(['23505', '42P07', '42710'])
+/** Error codes that mean the server is not reachable: the message gets a hint. */
+const UNREACHABLE = /^E(CONNREFUSED|CONNRESET|NOTFOUND|TIMEDOUT|HOSTUNREACH|NETUNREACH|PIPE)$/
+
+/** Commit queues and table creation, shared by the storages of one pool. */
+interface PoolState {
+  readonly queues: Map<string, CommitQueue>
+  readonly created: Map<string, Promise<void>>
+}
+const pools = new WeakMap<PgQueryable, PoolState>()
+
+/** A stored value as a JSON object member, for building a parameter without re-encoding. */
+const member = (name: string, raw: string): string => `${JSON.stringify(name)}:${raw}`
+/** Whether JSON text holds the escaped NUL character, which jsonb cannot store. */
+const NUL = /(?:^|[^\\])(?:\\\\)*\\u0000/
+
+/** The literal start of a glob, which every name it matches begins with. */
+function literalPrefix(pattern: string): string {
+  if (pattern.startsWith('!') || pattern.startsWith('.')) return ''
+  const special = pattern.search(/[*?[\]{}()!+@\\]/)
+  return special === -1 ? pattern : pattern.slice(0, special)
+}
+
+/**
+ * A storage keeping subjects in a PostgreSQL table, KRules' `subjects(subject_name text primary
+ * key, properties jsonb, ext_properties jsonb, updated_at timestamp)`, so a Python KRules service
+ * can share it. The table is created if missing.
+ *
+ * Every change set is applied by one SQL statement, atomically. Updaters run in this process and
+ * are applied by compare-and-set on the stored values, under a row lock; a subject without a row
+ * is created with `INSERT ... ON CONFLICT DO NOTHING`, so two writers creating it cannot both win.
+ * A change set whose values changed in between is re-run on the new values (the first time at
+ * once, then with a jittered backoff) and rejects with a `ConflictError` after `maxAttempts`.
+ * Commits of one subject through one pool run one at a time; commits of different subjects
+ * issued together share one statement. Idempotency keys are rows of `{table}_applied`, written by
+ * the same statement.
+ *
+ * Every operation settles within `timeout` or rejects with a `StorageError` naming the server.
+ *
+ * @example
+ * import pg from 'pg'
+ * import { createContainer } from '@substate/core'
+ * import { createPostgresStorage } from '@substate/storage-postgres'
+ *
+ * const pool = new pg.Pool({ connectionString: 'postgres://postgres@127.0.0.1:5432/test' })
+ * const container = createContainer({ storage: createPostgresStorage({ pool }) })
+ */
+export function createPostgresStorage({
+  pool,
+  table = 'subjects',
+  schema = 'public',
+  createTable = true,
+  timeout = 5000,
+  maxAttempts = 10,
+  retryDelay = 2,
+  idempotencyTtl = 86_400,
+}: PostgresStorageOptions): SubjectStorage {
+  if (typeof pool?.query !== 'function')
+    throw new TypeError('createPostgresStorage needs { pool }: a pg Pool (new pg.Pool(config))')
+  if (!table || !schema)
+    throw new TypeError('createPostgresStorage: table and schema must be names')
+  const sql = statements(schema, table)
+  const appliedTable = `${table}_applied`
+  const id = createHash('sha1').update(`${schema}.${table}`).digest('hex').slice(0, 12)
+  const name = (what: string): string => `substate_${id}_${what}`
+  const state = poolState(pool)
+
+  /** Runs one query within the deadline; the driver error is the rejection. */
+  const query = async (config: PgQueryConfig): Promise<Record<string, unknown>[]> => {
+    let timer: NodeJS.Timeout | undefined
+    const deadline = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new TimeoutError('postgres query', timeout)), timeout)
+    })
+    try {
+      const result = await Promise.race([pool.query(config), deadline])
+      return result.rows as Record<string, unknown>[]
+    } finally {
+      clearTimeout(timer)
+    }
+  }
+
+  const ensureTable = (): Promise<void> => {
+    if (!createTable) return Promise.resolve()
+    let created = state.created.get(sql.create[0]!)
+    if (!created) {
+      created = (async () => {
+        for (const text of sql.create) {
+          try {
+            await query({ text })
+          } catch (e) {
+            // Another process created it between our check and our insert into the catalog.
+            if (!ALREADY_CREATED.has(sqlState(e) ?? '')) throw e
+          }
+        }
+      })()
+      state.created.set(sql.create[0]!, created)
+      // A failure is not remembered: the next operation tries again.
+      created.catch(() => state.created.delete(sql.create[0]!))
+    }
+    return created
+  }
+
+  const fail = (e: unknown, operation: string, subject: string | undefined): Error => {
+    if (e instanceof StorageError) return e
+    const message = e instanceof Error ? e.message : String(e)
+    const code = sqlState(e)
+    const hint =
+      code === undefined || UNREACHABLE.test(code) || e instanceof TimeoutError
+        ? ` (is PostgreSQL running at ${address(pool)}?)`
+        : ` (SQLSTATE ${code})`
+    return new StorageError(NAME, operation, subject, message + hint, { cause: e })
+  }
+
+  let lastPrune = 0
+  let pruning: Promise<unknown> = Promise.resolve()
+  const prune = (): void => {
+    // Expired idempotency keys go in the background, at most a few times per TTL; a failure only
+    // delays it to the next time.
+    const now = Date.now()
+    if (now - lastPrune < Math.min(idempotencyTtl * 250, 3_600_000)) return
+    lastPrune = now
+    pruning = query({ text: sql.prune, values: [idempotencyTtl] }).catch(() => undefined)
+  }
+
+  const queue = sharedQueue(state, `${schema}.${table}\u0000${timeout}`, () => ({
+    storage: NAME,
+    maxBatch: MAX_BATCH,
+    concurrency: CONCURRENCY,
+    execute: async (batch) => {
+      await ensureTable()
+      if (batch.some((e) => e.idempotencyKey !== undefined)) prune()
+      return execute(batch, sql, name('commit'), query)
+    },
+    retryable: (e) => {
+      const code = sqlState(e)
+      // A duplicate key in the side table: another process applied the same key concurrently.
+      return (
+        code !== undefined &&
+        (RETRYABLE.has(code) || (code === '23505' && tableOf(e) === appliedTable))
+      )
+    },
+    fail: (e, subject) => fail(e, 'commit', subject),
+  }))
+
+  let closed = false
+  const inFlight = new Set<Promise<unknown>>()
+  const track = <T>(p: Promise<T>): Promise<T> => {
+    inFlight.add(p)
+    return p.finally(() => inFlight.delete(p))
+  }
+  const op = <T>(
+    operation: string,
+    subject: string | undefined,
+    fn: () => Promise<T>,
+  ): Promise<T> => {
+    if (closed)
+      return Promise.reject(new StorageError(NAME, operation, subject, 'the storage is closed'))
+    if (subject?.includes('\u0000'))
+      return Promise.reject(
+        new StorageError(NAME, operation, subject, 'PostgreSQL text cannot hold the NUL character'),
+      )
+    return track(
+      (async () => {
+        try {
+          await ensureTable()
+          return await fn()
+        } catch (e) {
+          throw fail(e, operation, subject)
+        }
+      })(),
+    )
+  }
+
+  const snapshot = (
+    subject: string,
+    row: Record<string, unknown> | undefined,
+  ): SubjectSnapshot => ({
+    props: row ? object(row.p as string | null, subject) : {},
+    ext: row ? object(row.e as string | null, subject) : {},
+  })
+
+  return {
+    name: NAME,
+    capabilities: { persistent: true, atomic: true, idempotent: true },
+
+    load(subject) {
+      return op('load', subject, async () => {
+        const rows = await query({ name: name('load'), text: sql.load, values: [subject] })
+        return snapshot(subject, rows[0])
+      })
+    },
+
+    commit(subject, changes: readonly Change[], options?: CommitOptions): Promise<CommitResult> {
+      if (closed)
+        return Promise.reject(new StorageError(NAME, 'commit', subject, 'the storage is closed'))
+      const key = options?.idempotencyKey
+      if (changes.length === 0 && key === undefined) return Promise.resolve({ changes: [] })
+      return track(queue.commit(subject, changes, key, { maxAttempts, retryDelay }))
+    },
+
+    get(subject, kind, prop) {
+      return op('get', subject, async () => {
+        const rows = await query(
+          kind === 'prop'
+            ? { name: name('get_p'), text: sql.getProp, values: [subject, prop] }
+            : { name: name('get_e'), text: sql.getExt, values: [subject, prop] },
+        )
+        const raw = (rows[0]?.v as string | null | undefined) ?? null
+        return raw === null ? undefined : { value: parseRaw(raw, NAME, subject, prop)! }
+      })
+    },
+
+    flush(subject) {
+      return op('flush', subject, async () => {
+        const rows = await query({ name: name('flush'), text: sql.flush, values: [subject] })
+        queue.forget(subject)
+        return snapshot(subject, rows[0])
+      })
+    },
+
+    async *subjects(pattern) {
+      const match = pattern === undefined ? () => true : compileGlob(pattern)
+      const prefix = literalPrefix(pattern ?? '')
+      let after: string | null = null
+      for (;;) {
+        const rows = await op('subjects', undefined, () =>
+          query({ name: name('list'), text: sql.list, values: [after, prefix] }),
+        )
+        for (const row of rows) {
+          const s = row.s as string
+          if (match(s)) yield s
+        }
+        if (rows.length < 500) return
+        after = rows[rows.length - 1]!.s as string
+      }
+    },
+
+    async close() {
+      closed = true
+      await Promise.allSettled([...inFlight, pruning])
+    },
+  }
+}
+
+function poolState(pool: PgQueryable): PoolState {
+  let state = pools.get(pool)
+  if (!state) {
+    state = { queues: new Map(), created: new Map() }
+    pools.set(pool, state)
+  }
+  return state
+}
+
+function sharedQueue(
+  state: PoolState,
+  key: string,
+  backend: () => ConstructorParameters<typeof CommitQueue>[0],
+): CommitQueue {
+  let queue = state.queues.get(key)
+  if (!queue) {
+    queue = new CommitQueue(backend())
+    state.queues.set(key, queue)
+  }
+  return queue
+}
+
+/** Applies a batch with one statement: builds its JSON parameter, reads back one row per entry. */
+async function execute(
+  batch: readonly BatchEntry[],
+  sql: Statements,
+  statementName: string,
+  query: (config: PgQueryConfig) => Promise<Record<string, unknown>[]>,
+): Promise<EntryOutcome[]> {
+  const outcomes: (EntryOutcome | undefined)[] = new Array(batch.length)
+  const entries: string[] = []
+  for (const [i, e] of batch.entries()) {
+    const invalid = nulIn(e)
+    if (invalid) {
+      outcomes[i] = {
+        status: 'failed',
+        error: new StorageError(
+          NAME,
+          'commit',
+          e.subject,
+          `${invalid} holds the NUL character (\\u0000), which PostgreSQL jsonb cannot store`,
+        ),
+      }
+      continue
+    }
+    const col = { p: param(), e: param() }
+    for (const f of e.fields) {
+      const c = f.kind === 'prop' ? col.p : col.e
+      c.keep.push(JSON.stringify(f.name))
+      if (e.probe) continue
+      if (f.write === null) c.del.push(JSON.stringify(f.name))
+      else c.set.push(member(f.name, f.write))
+      if (f.expect === null) c.absent.push(JSON.stringify(f.name))
+      else if (f.expect !== undefined) c.expect.push(member(f.name, f.expect))
+    }
+    entries.push(
+      `{"i":${i},"s":${JSON.stringify(e.subject)},"probe":${e.probe},` +
+        `"key":${e.idempotencyKey === undefined ? 'null' : JSON.stringify(e.idempotencyKey)},` +
+        `"sp":{${col.p.set}},"dp":[${col.p.del}],"se":{${col.e.set}},"de":[${col.e.del}],` +
+        `"ep":{${col.p.expect}},"ap":[${col.p.absent}],"ee":{${col.e.expect}},"ae":[${col.e.absent}],` +
+        `"kp":[${col.p.keep}],"ke":[${col.e.keep}]}`,
+    )
+  }
+  if (entries.length > 0) {
+    const rows = await query({ name: statementName, text: sql.commit, values: [`[${entries}]`] })
+    for (const row of rows) {
+      const i = Number(row.i)
+      const e = batch[i]!
+      const op = row.op === null ? {} : (JSON.parse(row.op as string) as Record<string, string>)
+      const oe = row.oe === null ? {} : (JSON.parse(row.oe as string) as Record<string, string>)
+      const values: Raw[] = e.fields.map((f) => (f.kind === 'prop' ? op : oe)[f.name] ?? null)
+      const status = Number(row.status)
+      outcomes[i] =
+        status === 1
+          ? { status: 'applied', old: values }
+          : status === 2
+            ? { status: 'duplicate' }
+            : { status: 'conflict', current: status === 3 ? undefined : values }
+    }
+  }
+  return outcomes.map((o) => o ?? { status: 'failed', error: new Error('no result row') })
+}
+
+const param = () => ({
+  set: [] as string[],
+  del: [] as string[],
+  expect: [] as string[],
+  absent: [] as string[],
+  keep: [] as string[],
+})
+
+/** What in an entry PostgreSQL cannot store (NUL in text or jsonb), if anything. */
+function nulIn(e: BatchEntry): string | undefined {
+  if (e.subject.includes('\u0000')) return 'the subject name'
+  if (e.idempotencyKey?.includes('\u0000')) return 'the idempotency key'
+  for (const f of e.fields) {
+    if (f.name.includes('\u0000')) return `the name of ${JSON.stringify(f.name)}`
+    if (f.write?.includes('\\u0000') && NUL.test(f.write)) return `the value of ${f.name}`
+  }
+  return undefined
+}
+
+/** A jsonb column read as text: a JSON object (or NULL, from a foreign writer). */
+function object(raw: string | null, subject: string): Record<string, JsonValue> {
+  if (raw === null) return {}
+  return parseRaw(raw, NAME, subject, 'the row') as Record<string, JsonValue>
+}
+
+function sqlState(e: unknown): string | undefined {
+  const code = (e as { code?: unknown } | null)?.code
+  return typeof code === 'string' ? code : undefined
+}
+
+function tableOf(e: unknown): string | undefined {
+  const t = (e as { table?: unknown } | null)?.table
+  return typeof t === 'string' ? t : undefined
+}
+
+/** Where the pool connects, for error hints. */
+function address(pool: PgQueryable): string {
+  const o = pool.options
+  let host = o?.host ?? pool.host
+  let port = o?.port ?? pool.port
+  if (o?.connectionString && (host === undefined || port === undefined)) {
+    try {
+      const url = new URL(o.connectionString)
+      host ??= url.hostname || undefined
+      port ??= Number(url.port) || undefined
+    } catch {
+      // Not a URL (a libpq key/value string): fall back to the defaults.
+    }
+  }
+  return `${host ?? '127.0.0.1'}:${port ?? 5432}`
+}

@@ -1,0 +1,138 @@
+/*
+ * The SQL of the PostgreSQL adapter. Identifiers are quoted; every value is a parameter. Jsonb
+ * columns are read as text (`::text`) and parsed here, so the caller's type parsers on the pool
+ * do not matter, and a stored value is compared exactly as PostgreSQL holds it.
+ */
+
+/** `"name"` with embedded quotes doubled: any table or schema name is safe. */
+export const quote = (identifier: string): string => `"${identifier.replaceAll('"', '""')}"`
+
+/** The statements of one table. */
+export interface Statements {
+  readonly create: readonly string[]
+  readonly commit: string
+  readonly load: string
+  readonly getProp: string
+  readonly getExt: string
+  readonly flush: string
+  readonly list: string
+  readonly prune: string
+}
+
+/**
+ * Builds the statements for `schema.table` and its idempotency side table `{table}_applied`.
+ *
+ * The table is KRules': `subject_name text primary key, properties jsonb, ext_properties jsonb,
+ * updated_at timestamp`.
+ */
+export function statements(schema: string, table: string): Statements {
+  const t = `${quote(schema)}.${quote(table)}`
+  const a = `${quote(schema)}.${quote(`${table}_applied`)}`
+  return {
+    create: [
+      `CREATE TABLE IF NOT EXISTS ${t} (
+        subject_name text PRIMARY KEY,
+        properties jsonb NOT NULL DEFAULT '{}',
+        ext_properties jsonb NOT NULL DEFAULT '{}',
+        updated_at timestamp DEFAULT now())`,
+      `CREATE TABLE IF NOT EXISTS ${a} (
+        subject_name text NOT NULL,
+        key text NOT NULL,
+        at timestamptz NOT NULL DEFAULT now(),
+        PRIMARY KEY (subject_name, key))`,
+      `CREATE INDEX IF NOT EXISTS ${quote(`${table}_applied_at`)} ON ${a} (at)`,
+    ],
+    commit: commit(t, a),
+    load: `SELECT properties::text AS p, ext_properties::text AS e FROM ${t} WHERE subject_name = $1`,
+    getProp: `SELECT (properties -> $2)::text AS v FROM ${t} WHERE subject_name = $1`,
+    getExt: `SELECT (ext_properties -> $2)::text AS v FROM ${t} WHERE subject_name = $1`,
+    flush: `DELETE FROM ${t} WHERE subject_name = $1
+      RETURNING properties::text AS p, ext_properties::text AS e`,
+    // Keyset pagination: stable under concurrent writes, and uses the primary key's order.
+    list: `SELECT subject_name AS s FROM ${t}
+      WHERE ($1::text IS NULL OR subject_name > $1) AND starts_with(subject_name, $2)
+      ORDER BY subject_name LIMIT 500`,
+    prune: `DELETE FROM ${a} WHERE at < now() - $1 * interval '1 second'`,
+  }
+}
+
+/**
+ * One statement applying a batch of commits (one per subject), each all or nothing.
+ *
+ * `$1` is a JSON array of entries: `i` (index), `s` (subject), `probe`, `key` (idempotency key or
+ * null); per column (`p` properties, `e` ext_properties): `sp`/`se` values to set, `dp`/`de` names
+ * to delete, `ep`/`ee` values expected (compare-and-set), `ap`/`ae` names expected absent, `kp`/`ke`
+ * names whose old values to return.
+ *
+ * Rows are locked in subject order (`FOR UPDATE`), so that concurrent batches cannot deadlock on
+ * existing rows; a subject without a row is inserted with `ON CONFLICT DO NOTHING`, so that two
+ * writers creating it cannot both succeed: the loser is told (status 3) and retries on the row.
+ *
+ * Returns per entry: `status` (1 applied, 0 not applied: a check failed or a probe, 2 duplicate
+ * idempotency key, 3 lost the race to create the row) and `op`/`oe`, the old values of the named
+ * properties as a JSON object of JSON texts (absent names are missing).
+ */
+function commit(t: string, a: string): string {
+  return `WITH x AS (
+  SELECT * FROM jsonb_to_recordset($1::jsonb) AS x(
+    i int, s text, probe boolean, key text,
+    sp jsonb, dp text[], se jsonb, de text[],
+    ep jsonb, ap text[], ee jsonb, ae text[],
+    kp text[], ke text[])
+), old AS (
+  SELECT r.subject_name AS s,
+    COALESCE(r.properties, '{}') AS p, COALESCE(r.ext_properties, '{}') AS e
+  FROM ${t} r WHERE r.subject_name IN (SELECT x.s FROM x)
+  ORDER BY r.subject_name
+  FOR UPDATE
+), dup AS (
+  SELECT x.i FROM x JOIN ${a} k ON k.subject_name = x.s AND k.key = x.key
+), go AS (
+  SELECT x.i, x.s, o.s IS NOT NULL AS existed,
+    (COALESCE(o.p, '{}') - x.dp) || x.sp AS np,
+    (COALESCE(o.e, '{}') - x.de) || x.se AS ne
+  FROM x LEFT JOIN old o ON o.s = x.s
+  WHERE NOT x.probe
+    AND NOT EXISTS (SELECT 1 FROM dup WHERE dup.i = x.i)
+    AND NOT EXISTS (SELECT 1 FROM jsonb_each(x.ep) c
+      WHERE COALESCE(o.p, '{}') -> c.key IS DISTINCT FROM c.value)
+    AND NOT EXISTS (SELECT 1 FROM jsonb_each(x.ee) c
+      WHERE COALESCE(o.e, '{}') -> c.key IS DISTINCT FROM c.value)
+    AND NOT (COALESCE(o.p, '{}') ?| x.ap)
+    AND NOT (COALESCE(o.e, '{}') ?| x.ae)
+), upd AS (
+  UPDATE ${t} r SET properties = go.np, ext_properties = go.ne, updated_at = now()
+  FROM go
+  WHERE go.existed AND r.subject_name = go.s AND (go.np <> '{}' OR go.ne <> '{}')
+  RETURNING go.i
+), del AS (
+  DELETE FROM ${t} r USING go
+  WHERE go.existed AND r.subject_name = go.s AND go.np = '{}' AND go.ne = '{}'
+  RETURNING go.i
+), ins AS (
+  INSERT INTO ${t} AS r (subject_name, properties, ext_properties, updated_at)
+  SELECT go.s, go.np, go.ne, now() FROM go
+  WHERE NOT go.existed AND (go.np <> '{}' OR go.ne <> '{}')
+  ORDER BY go.s
+  ON CONFLICT (subject_name) DO NOTHING
+  RETURNING r.subject_name
+), done AS (
+  SELECT upd.i FROM upd
+  UNION ALL SELECT del.i FROM del
+  UNION ALL SELECT go.i FROM go JOIN ins ON ins.subject_name = go.s
+  UNION ALL SELECT go.i FROM go WHERE NOT go.existed AND go.np = '{}' AND go.ne = '{}'
+), keys AS (
+  INSERT INTO ${a} (subject_name, key, at)
+  SELECT x.s, x.key, now() FROM x JOIN done ON done.i = x.i WHERE x.key IS NOT NULL
+)
+SELECT x.i,
+  CASE WHEN EXISTS (SELECT 1 FROM dup WHERE dup.i = x.i) THEN 2
+    WHEN EXISTS (SELECT 1 FROM done WHERE done.i = x.i) THEN 1
+    WHEN EXISTS (SELECT 1 FROM go WHERE go.i = x.i) THEN 3
+    ELSE 0 END AS status,
+  (SELECT jsonb_object_agg(v.key, v.value::text) FROM jsonb_each(o.p) v
+    WHERE v.key = ANY (x.kp))::text AS op,
+  (SELECT jsonb_object_agg(v.key, v.value::text) FROM jsonb_each(o.e) v
+    WHERE v.key = ANY (x.ke))::text AS oe
+FROM x LEFT JOIN old o ON o.s = x.s`
+}

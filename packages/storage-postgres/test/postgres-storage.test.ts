@@ -1,0 +1,254 @@
+import { createServer, type Server, type Socket } from 'node:net'
+import {
+  type Change,
+  isSubstateError,
+  type JsonValue,
+  StorageError,
+  type SubjectStorage,
+} from '@substate/core'
+import { describeStorage } from '@substate/core/testing'
+import { createPostgresStorage } from '@substate/storage-postgres'
+import pg from 'pg'
+import { afterAll, beforeAll, expect, it } from 'vitest'
+import { databaseUrl, describeWith } from '../../../tests/support/services.js'
+
+/** Every table of this run lives in its own schema, dropped at the end. */
+const schema = `substate_test_${process.pid}_${Date.now().toString(36)}`
+const inc = (name: string): Change => ({
+  op: 'update',
+  kind: 'prop',
+  name,
+  update: (n) => (typeof n === 'number' ? n : 0) + 1,
+})
+const set = (name: string, value: JsonValue): Change => ({
+  op: 'set',
+  kind: 'prop',
+  name,
+  value,
+})
+
+describeWith('postgres', 'storage-postgres', () => {
+  let admin: pg.Pool
+  let pool: pg.Pool
+  const unreachable: pg.Pool[] = []
+  const opened: SubjectStorage[] = []
+  const storage = (
+    table: string,
+    options: { pool?: pg.Pool | pg.Client; maxAttempts?: number; timeout?: number } = {},
+  ) => {
+    const s = createPostgresStorage({ pool: options.pool ?? pool, schema, table, ...options })
+    opened.push(s)
+    return s
+  }
+
+  beforeAll(async () => {
+    admin = new pg.Pool({ connectionString: databaseUrl, max: 2 })
+    await admin.query(`CREATE SCHEMA "${schema}"`)
+    pool = new pg.Pool({ connectionString: databaseUrl, max: 8 })
+  })
+  afterAll(async () => {
+    for (const s of opened) await s.close()
+    await pool?.end()
+    await admin?.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`)
+    await admin?.end()
+  })
+
+  describeStorage('postgres', {
+    create: (ns) => createPostgresStorage({ pool, schema, table: ns }),
+    createUnreachable() {
+      const down = new pg.Pool({ host: '127.0.0.1', port: 1, user: 'postgres', database: 'test' })
+      unreachable.push(down)
+      return createPostgresStorage({ pool: down })
+    },
+    async cleanup() {
+      for (const p of unreachable) await p.end()
+    },
+  })
+
+  it('keeps the KRules table: subject_name, properties and ext_properties as jsonb, updated_at', async () => {
+    const s = storage('layout')
+    await s.commit('device:1', [
+      set('cpu', 95),
+      set('tags', ['a', 'b']),
+      { op: 'set', kind: 'ext', name: 'owner', value: { id: 1 } },
+      inc('count'),
+    ])
+    const columns = await pool.query(
+      `SELECT column_name, data_type FROM information_schema.columns
+       WHERE table_schema = $1 AND table_name = 'layout' ORDER BY ordinal_position`,
+      [schema],
+    )
+    expect(columns.rows).toEqual([
+      { column_name: 'subject_name', data_type: 'text' },
+      { column_name: 'properties', data_type: 'jsonb' },
+      { column_name: 'ext_properties', data_type: 'jsonb' },
+      { column_name: 'updated_at', data_type: 'timestamp without time zone' },
+    ])
+    const { rows } = await pool.query(
+      `SELECT subject_name, properties, ext_properties, updated_at FROM "${schema}".layout`,
+    )
+    expect(rows).toEqual([
+      {
+        subject_name: 'device:1',
+        properties: { cpu: 95, tags: ['a', 'b'], count: 1 },
+        ext_properties: { owner: { id: 1 } },
+        updated_at: expect.any(Date),
+      },
+    ])
+  })
+
+  it('reads rows a Python KRules service wrote, and compares stored values exactly', async () => {
+    const s = storage('py')
+    await s.load('warm-up') // creates the table
+    await pool.query(
+      `INSERT INTO "${schema}".py (subject_name, properties, ext_properties)
+       VALUES ('sensor:7', '{"temp": 21.5, "serial": 12345678901234567890}', '{"zone": "north"}')`,
+    )
+    const lossy = Number('12345678901234567890')
+    expect(await s.load('sensor:7')).toEqual({
+      props: { temp: 21.5, serial: lossy },
+      ext: { zone: 'north' },
+    })
+    // A number JavaScript cannot hold exactly is still the stored value the updater replaces.
+    const r = await s.commit('sensor:7', [
+      { op: 'update', kind: 'prop', name: 'serial', update: (v) => String(v) },
+    ])
+    expect(r.changes[0]).toMatchObject({ oldValue: lossy, newValue: String(lossy) })
+  })
+
+  it('quotes table and schema names', async () => {
+    const s = storage('odd "name"; drop')
+    await s.commit('x', [set('v', 1)])
+    expect(await s.get('x', 'prop', 'v')).toEqual({ value: 1 })
+  })
+
+  it('applies updaters from separate pools (separate processes) by compare-and-set, exactly', async () => {
+    const pools = Array.from(
+      { length: 4 },
+      () => new pg.Pool({ connectionString: databaseUrl, max: 2 }),
+    )
+    try {
+      const stores = pools.map((p) => storage('cas', { pool: p, maxAttempts: 100 }))
+      const results = await Promise.all(
+        stores.flatMap((s) => Array.from({ length: 50 }, () => s.commit('hot', [inc('n')]))),
+      )
+      expect(await stores[0]!.get('hot', 'prop', 'n')).toEqual({ value: 200 })
+      // Every commit saw a distinct old value: 0 (absent) through 199, each exactly once.
+      const olds = results.map((r) => (r.changes[0]!.oldValue as number | undefined) ?? 0)
+      expect(olds.sort((a, b) => a - b)).toEqual(Array.from({ length: 200 }, (_, i) => i))
+    } finally {
+      for (const p of pools) await p.end()
+    }
+  })
+
+  it('creates the table once when several processes start at once', async () => {
+    const pools = Array.from(
+      { length: 6 },
+      () => new pg.Pool({ connectionString: databaseUrl, max: 1 }),
+    )
+    try {
+      const stores = pools.map((p) => storage('racing', { pool: p }))
+      await Promise.all(stores.map((s, i) => s.commit(`s${i}`, [set('v', i)])))
+      const names: string[] = []
+      for await (const n of stores[0]!.subjects()) names.push(n)
+      expect(names.sort()).toEqual(['s0', 's1', 's2', 's3', 's4', 's5'])
+    } finally {
+      for (const p of pools) await p.end()
+    }
+  })
+
+  it('gives up with a ConflictError after maxAttempts when another writer always wins', async () => {
+    const client = new pg.Client({ connectionString: databaseUrl })
+    await client.connect()
+    try {
+      const s = storage('conflict', { pool: client, maxAttempts: 3 })
+      await s.commit('busy', [set('n', 0)])
+      let calls = 0
+      const err = await s
+        .commit('busy', [
+          {
+            op: 'update',
+            kind: 'prop',
+            name: 'n',
+            update: (n) => {
+              calls++
+              // Another writer changes the value between every read and every write (queued on
+              // the same connection, it runs just before the storage's statement).
+              void client.query(
+                `UPDATE "${schema}".conflict SET properties = jsonb_build_object('n', $1::int)`,
+                [calls * 100],
+              )
+              return (n as number) + 1
+            },
+          },
+        ])
+        .catch((e: unknown) => e)
+      expect(isSubstateError(err, 'CONFLICT'), String(err)).toBe(true)
+      expect(err).toMatchObject({ subject: 'busy', attempts: 3 })
+      expect(await s.get('busy', 'prop', 'n')).toEqual({ value: 300 })
+    } finally {
+      await client.end()
+    }
+  })
+
+  it('rejects only the commit holding a NUL character, which jsonb cannot store', async () => {
+    const s = storage('nul')
+    const [bad, good, literal] = await Promise.allSettled([
+      s.commit('a', [set('v', 'x\u0000y')]),
+      s.commit('b', [set('v', 'fine')]),
+      s.commit('c', [set('v', 'backslash-u \\u0000 is text')]),
+    ])
+    expect(bad.status === 'rejected' && isSubstateError(bad.reason, 'STORAGE')).toBe(true)
+    expect(good.status).toBe('fulfilled')
+    expect(literal.status).toBe('fulfilled')
+    expect(await s.get('c', 'prop', 'v')).toEqual({ value: 'backslash-u \\u0000 is text' })
+  })
+
+  it('lists many subjects page by page, by glob', async () => {
+    const s = storage('many')
+    await Promise.all(
+      Array.from({ length: 1200 }, (_, i) =>
+        s.commit(`item:${String(i).padStart(4, '0')}`, [set('v', i)]),
+      ),
+    )
+    await s.commit('other:1', [set('v', 1)])
+    const names: string[] = []
+    for await (const n of s.subjects('item:*')) names.push(n)
+    expect(names).toHaveLength(1200)
+    expect(new Set(names).size).toBe(1200)
+  })
+
+  it('does not end the pool it was handed', async () => {
+    const p = new pg.Pool({ connectionString: databaseUrl, max: 1 })
+    const s = createPostgresStorage({ pool: p, schema, table: 'closing' })
+    await s.commit('x', [set('v', 1)])
+    await s.close()
+    await expect(s.load('x')).rejects.toBeInstanceOf(StorageError)
+    expect((await p.query(`SELECT count(*)::int AS n FROM "${schema}".closing`)).rows).toEqual([
+      { n: 1 },
+    ])
+    await p.end()
+  })
+
+  it('times out, with a StorageError naming the server, when PostgreSQL accepts but never answers', async () => {
+    const sockets: Socket[] = []
+    const server: Server = createServer((socket) => sockets.push(socket))
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r))
+    const port = (server.address() as { port: number }).port
+    const p = new pg.Pool({ host: '127.0.0.1', port, user: 'postgres', database: 'test' })
+    p.on('error', () => {})
+    try {
+      const s = createPostgresStorage({ pool: p, timeout: 300 })
+      const started = Date.now()
+      const err = await s.commit('x', [inc('n')]).catch((e: unknown) => e)
+      expect(Date.now() - started).toBeLessThan(2_000)
+      expect(isSubstateError(err, 'STORAGE')).toBe(true)
+      expect((err as Error).message).toContain(`is PostgreSQL running at 127.0.0.1:${port}?`)
+      expect(isSubstateError((err as Error).cause, 'TIMEOUT')).toBe(true)
+    } finally {
+      for (const socket of sockets) socket.destroy()
+      server.close()
+      await p.end()
+    }
+  })
+})
