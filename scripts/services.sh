@@ -2,7 +2,7 @@
 # Finds or starts the local services that Substate's tests use, and stops only what it started.
 #
 #   scripts/services.sh start [--owner PID] [--only redis,postgres,pubsub]
-#   scripts/services.sh stop  [--owner PID] [--force]
+#   scripts/services.sh stop  [--owner PID] [--only redis,postgres,pubsub] [--force]
 #   scripts/services.sh status
 #   scripts/services.sh env          # prints `export REDIS_URL=...` lines for eval
 #
@@ -14,11 +14,12 @@
 #
 # `start` probes each service, starts the ones not answering and records what it started in a
 # state directory shared by every caller on this machine (SUBSTATE_SERVICES_DIR, default
-# ${TMPDIR:-/tmp}/substate-services). Each `start` also takes a lease: `--owner PID` ties it to a
-# process (vitest's global setup, .ci/run), otherwise it is the "manual" lease. `stop` drops the
-# caller's lease and stops what the script started only once no live lease remains, so one test
-# run never pulls the emulator from under another one running beside it (`--force` ignores
-# leases). A service that was already running is never stopped.
+# ${TMPDIR:-/tmp}/substate-services). `start` also takes a lease on each service it was asked
+# for: `--owner PID` ties the lease to a process (vitest's global setup, .ci/run), otherwise it is
+# the "manual" lease. `stop` drops the caller's leases and stops a service the script started only
+# once no live lease on it remains, so one test run never pulls the emulator from under another
+# one running beside it (`--force` ignores leases). A service that was already running when the
+# script first looked is never stopped.
 #
 # Exit status: 0 when every requested service answers, 1 when one could not be brought up,
 # 2 on a usage error.
@@ -101,19 +102,24 @@ alive() {
   state=$(awk '{ print $3 }' "/proc/$1/stat" 2>/dev/null) && [[ -n $state && $state != Z ]]
 }
 
-# Waits until `probe_$1` answers; fails early when process $2 (if given) has died.
+# Waits until `probe_$1` answers; fails early when process $2 (if given) has died or its log $3
+# shows that its main thread did (the emulator's JVM stays up after a BindException).
 wait_for() {
-  local service=$1 pid=${2:-} deadline=$((SECONDS + START_TIMEOUT))
+  local service=$1 pid=${2:-} log=${3:-} deadline=$((SECONDS + START_TIMEOUT))
   until probe "$service"; do
     if [[ -n $pid ]] && ! alive "$pid"; then return 1; fi
+    if [[ -n $log ]] && grep -q 'Exception in thread "main"' "$log" 2>/dev/null; then return 1; fi
     ((SECONDS < deadline)) || return 1
     sleep 0.2
   done
 }
 
-# --- state: records of what this script started, and leases of who still needs it ---
+# --- state: records of what this script started, and leases of who still needs each service ---
 
-record_file() { echo "$STATE_DIR/started/$1-$(address "$1" | cut -d: -f2)"; }
+service_key() { echo "$1-$(address "$1" | cut -d: -f2)"; }
+record_file() { echo "$STATE_DIR/started/$(service_key "$1")"; }
+lease_dir() { echo "$STATE_DIR/leases/$(service_key "$1")"; }
+owner_name() { if [[ -n $OWNER ]]; then echo "pid-$OWNER"; else echo manual; fi; }
 
 # Start time of a process (field 22 of /proc/PID/stat), to tell a live owner from a reused pid.
 proc_start() { awk '{ print $22 }' "/proc/$1/stat" 2>/dev/null || true; }
@@ -123,24 +129,24 @@ lease_alive() {
   name=$(basename "$file")
   [[ $name == manual ]] && return 0
   pid=${name#pid-}
-  [[ -e /proc/$pid ]] && [[ $(proc_start "$pid") == "$(cat "$file")" ]]
+  [[ -e /proc/$pid ]] && [[ $(proc_start "$pid") == "$(cat "$file" 2>/dev/null)" ]]
 }
 
 take_lease() {
-  if [[ -n $OWNER ]]; then
-    [[ -e /proc/$OWNER ]] || { warn "--owner $OWNER: no such process"; exit 2; }
-    proc_start "$OWNER" >"$STATE_DIR/leases/pid-$OWNER"
-  else
-    : >"$STATE_DIR/leases/manual"
-  fi
+  local dir
+  dir=$(lease_dir "$1")
+  mkdir -p "$dir"
+  if [[ -n $OWNER ]]; then proc_start "$OWNER" >"$dir/pid-$OWNER"; else : >"$dir/manual"; fi
 }
 
+# Drops the caller's lease on a service and the dead ones; prints the live leases left.
 drop_lease() {
-  if [[ -n $OWNER ]]; then rm -f "$STATE_DIR/leases/pid-$OWNER"; else rm -f "$STATE_DIR/leases/manual"; fi
-  local lease
-  for lease in "$STATE_DIR"/leases/*; do
+  local dir lease
+  dir=$(lease_dir "$1")
+  rm -f "$dir/$(owner_name)"
+  for lease in "$dir"/*; do
     [[ -e $lease ]] || continue
-    lease_alive "$lease" || rm -f "$lease"
+    if lease_alive "$lease"; then basename "$lease"; else rm -f "$lease"; fi
   done
 }
 
@@ -234,9 +240,10 @@ start_pubsub() {
     setsid gcloud beta emulators pubsub start --host-port="$HOST:$PUBSUB_PORT" \
     --data-dir="$dir/data" </dev/null >"$dir/emulator.log" 2>&1 9>&- &
   local pid=$!
-  if ! wait_for pubsub "$pid"; then
-    tail -n 20 "$dir/emulator.log" >&2 || true
+  if ! wait_for pubsub "$pid" "$dir/emulator.log"; then
+    grep -v '^\[pubsub\][[:space:]]*at ' "$dir/emulator.log" | tail -n 15 >&2 || true
     kill -TERM -- "-$pid" 2>/dev/null || true
+    rm -rf "$dir"
     return 1
   fi
   printf '%s %s\n' "$pid" "$dir" >"$(record_file pubsub)"
@@ -244,9 +251,10 @@ start_pubsub() {
 
 cmd_start() {
   lock_state
-  take_lease
+  [[ -z $OWNER || -e /proc/$OWNER ]] || { warn "--owner $OWNER: no such process"; exit 2; }
   local service name t0 failed=()
   for service in "${SERVICES[@]}"; do
+    take_lease "$service"
     name=$(printf '%-9s' "$service")
     if probe "$service"; then
       say "$name $(address "$service")  found running"
@@ -322,35 +330,31 @@ stop_pubsub() {
 
 cmd_stop() {
   lock_state
-  drop_lease
-  local remaining=() lease service
-  for lease in "$STATE_DIR"/leases/*; do
-    [[ -e $lease ]] && remaining+=("$(basename "$lease")")
-  done
-  if ((${#remaining[@]})) && [[ $FORCE != 1 ]]; then
-    say "still in use (${remaining[*]}); leaving what was started running"
-    return 0
-  fi
-  local stopped=0
-  for service in "${ALL_SERVICES[@]}"; do
+  local service users
+  for service in "${SERVICES[@]}"; do
+    users=$(drop_lease "$service" | tr '\n' ' ')
     [[ -e $(record_file "$service") ]] || continue
+    if [[ -n $users && $FORCE != 1 ]]; then
+      say "$(printf '%-9s' "$service") $(address "$service")  still in use (${users% }); left running"
+      continue
+    fi
     "stop_$service"
     rm -f "$(record_file "$service")"
-    stopped=1
   done
-  ((stopped)) || say "nothing to stop (every service was already running)"
 }
 
 cmd_status() {
-  local service state
+  local service state lease users
   for service in "${ALL_SERVICES[@]}"; do
     if probe "$service"; then state=up; else state=DOWN; fi
-    [[ -e $(record_file "$service") ]] && state="$state (started by this script)"
+    [[ -e $(record_file "$service") ]] && state="$state, started by this script"
+    users=''
+    for lease in "$(lease_dir "$service")"/*; do
+      [[ -e $lease ]] || continue
+      users+=" $(basename "$lease")$(lease_alive "$lease" || echo '(dead)')"
+    done
+    [[ -n $users ]] && state="$state, leases:$users"
     say "$(printf '%-9s' "$service") $(address "$service")  $state"
-  done
-  local lease
-  for lease in "$STATE_DIR"/leases/*; do
-    [[ -e $lease ]] && say "lease $(basename "$lease")$(lease_alive "$lease" || echo ' (dead)')"
   done
   return 0
 }

@@ -81,7 +81,8 @@ function isCI(): boolean {
   return ci !== undefined && ci !== '' && ci !== '0' && ci !== 'false'
 }
 
-let leased = false
+/** What `setup` asked the script for, so that `teardown` releases the same leases. */
+let leased: { readonly args: string[]; readonly env: Record<string, string> } | undefined
 
 /** Finds or starts the services, then provides `services` and sets the environment variables. */
 export async function setup(project: TestProject): Promise<void> {
@@ -102,11 +103,9 @@ export async function setup(project: TestProject): Promise<void> {
     const portEnv = Object.fromEntries(
       local.map((n) => [SPECS[n].portVariable, `${targets[n].port}`]),
     )
-    leased = true
-    const run = await runScript(
-      ['start', '--owner', `${process.pid}`, '--only', local.join(',')],
-      portEnv,
-    )
+    const owner = ['--owner', `${process.pid}`, '--only', local.join(',')]
+    leased = { args: ['stop', ...owner], env: portEnv }
+    const run = await runScript(['start', ...owner], portEnv)
     if (run.code !== 0) {
       // The script's last word names what it could not bring up; without it, trust nothing.
       const named = /^services: missing: (.*)$/m.exec(run.output)?.[1]?.split(' ')
@@ -157,8 +156,9 @@ export async function setup(project: TestProject): Promise<void> {
 /** Stops what `setup` started, unless another run still holds a lease on it. */
 export async function teardown(): Promise<void> {
   if (!leased) return
-  leased = false
-  const run = await runScript(['stop', '--owner', `${process.pid}`], {})
+  const { args, env } = leased
+  leased = undefined
+  const run = await runScript(args, env)
   if (run.code !== 0 || /stopped/.test(run.output)) process.stdout.write(run.output)
 }
 
