@@ -38,7 +38,10 @@ function naive(): () => Promise<number> {
   }
   const set = async (subject: string, prop: string, value: unknown): Promise<void> => {
     let props = store.get(subject)
-    if (props === undefined) store.set(subject, (props = new Map()))
+    if (props === undefined) {
+      props = new Map()
+      store.set(subject, props)
+    }
     const old = props.get(prop)
     if (old === value) return
     props.set(prop, value)

@@ -92,9 +92,9 @@ export class SubjectState implements Subject {
   #loaded = false
   #loading: Promise<void> | undefined
   /** Pending cached writes, per kind, one folded change per property. */
-  #pending = { prop: new Map<string, Pending>(), ext: new Map<string, Pending>() }
+  #pending: { prop: Map<string, Pending>; ext: Map<string, Pending> } | undefined
   /** Commits of this subject run one after another (store, write-through, flush). */
-  #chain: Promise<unknown> = Promise.resolve()
+  #chain: Promise<unknown> = SETTLED
   #busy = 0
   /** Bumped when cached state is discarded; units of work that touched it before then fail. */
   generation = 0
@@ -110,7 +110,8 @@ export class SubjectState implements Subject {
   }
 
   get dirty(): boolean {
-    return this.#pending.prop.size > 0 || this.#pending.ext.size > 0
+    const p = this.#pending
+    return p !== undefined && (p.prop.size > 0 || p.ext.size > 0)
   }
 
   /** Idle and clean: nothing pending, nothing in flight. Only such states may be evicted. */
@@ -128,8 +129,7 @@ export class SubjectState implements Subject {
 
   /** Discards the cache and pending writes (after a failed unit of work or a duplicate commit). */
   reset(): void {
-    this.#pending.prop.clear()
-    this.#pending.ext.clear()
+    this.#pending = undefined
     this.#props.clear()
     this.#ext.clear()
     this.#loaded = false
@@ -284,6 +284,7 @@ export class SubjectState implements Subject {
       if (had && jsonEqual(oldValue, newValue)) return Promise.resolve(cloneJson(newValue))
       map.set(property, newValue)
     }
+    this.#pending ??= { prop: new Map(), ext: new Map() }
     const pendingMap = this.#pending[kind]
     const pending = pendingMap.get(property)
     // Fold against the cache: an updater after a set/delete becomes a set of the computed value.
@@ -309,14 +310,13 @@ export class SubjectState implements Subject {
     next: Pending,
     options: WriteOptions | undefined,
   ): Promise<JsonValue | undefined | typeof NOT_FOUND> {
-    const pendingMap = this.#pending[kind]
     const c = await this.#serial(async () => {
       // A pending cached write of this property is committed with this one, in order.
-      const pending = pendingMap.get(property)
+      const pending = this.#pending?.[kind].get(property)
       const change = toChange(kind, property, fold(pending, next))
       const committed = (await this.#commit([change], undefined, 'commit')).changes[0]!
-      if (pendingMap.get(property) === pending) {
-        pendingMap.delete(property)
+      if (this.#pending?.[kind].get(property) === pending) {
+        this.#pending?.[kind].delete(property)
         if (this.#loaded) this.#cacheStored(kind, property, committed.newValue)
       }
       return committed
@@ -335,8 +335,8 @@ export class SubjectState implements Subject {
       // Another process may have written in between: the stored value wins and is announced.
       const corrections: Array<[string, JsonValue | undefined, JsonValue | undefined]> = []
       if (!this.dirty) return corrections
-      const taken = this.#pending
-      this.#pending = { prop: new Map(), ext: new Map() }
+      const taken = this.#pending!
+      this.#pending = undefined
       const changes: Change[] = []
       for (const kind of ['prop', 'ext'] as const) {
         for (const [name, p] of taken[kind]) changes.push(toChange(kind, name, p))
@@ -347,7 +347,7 @@ export class SubjectState implements Subject {
       } catch (e) {
         // Nothing was written: put the changes back under whatever was set meanwhile.
         for (const kind of ['prop', 'ext'] as const) {
-          for (const [name, p] of this.#pending[kind])
+          for (const [name, p] of this.#pendingNow()?.[kind] ?? [])
             taken[kind].set(name, fold(taken[kind].get(name), p))
         }
         this.#pending = taken
@@ -359,7 +359,7 @@ export class SubjectState implements Subject {
         return corrections
       }
       for (const c of result.changes) {
-        if (this.#pending[c.kind].has(c.name)) continue
+        if (this.#pendingNow()?.[c.kind].has(c.name)) continue
         const map = c.kind === 'prop' ? this.#props : this.#ext
         const cached = map.get(c.name)
         if (!jsonEqual(cached, c.newValue)) {
@@ -382,8 +382,7 @@ export class SubjectState implements Subject {
         throw wrapStorage(this.#storage, 'flush', this.name, e)
       }
       const cached = this.#loaded ? this.toJSON() : undefined
-      this.#pending.prop.clear()
-      this.#pending.ext.clear()
+      this.#pending = undefined
       this.#props.clear()
       this.#ext.clear()
       this.#loaded = true
@@ -436,6 +435,11 @@ export class SubjectState implements Subject {
 
   #withLoad(): Promise<void> {
     return this.#loaded ? Promise.resolve() : this.#track(this.#load())
+  }
+
+  /** The pending writes as of now (a method, so TypeScript does not narrow across awaits). */
+  #pendingNow(): { prop: Map<string, Pending>; ext: Map<string, Pending> } | undefined {
+    return this.#pending
   }
 
   /** Counts `work` as in flight (not evictable) until it settles. */
@@ -523,3 +527,5 @@ export class SubjectState implements Subject {
 }
 
 const NOT_FOUND: unique symbol = Symbol('not found')
+/** The initial commit chain, shared: a promise per idle subject would cost memory. */
+const SETTLED: Promise<unknown> = Promise.resolve()
