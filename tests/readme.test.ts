@@ -60,7 +60,9 @@ for (const file of readmes) {
   describe(relative(root, file), () => {
     for (const s of list) {
       const needs = /^needs (\w+)/.exec(s.directive ?? '')?.[1] as ServiceName | undefined
-      const skip = s.directive?.startsWith('skip') || (needs !== undefined && services[needs] === null && process.env.CI !== 'true')
+      const skip =
+        s.directive?.startsWith('skip') ||
+        (needs !== undefined && services[needs] === null && process.env.CI !== 'true')
       it.skipIf(skip)(`snippet at line ${s.line} runs as pasted`, async () => {
         const printed: string[] = []
         vi.spyOn(console, 'log').mockImplementation((...args: unknown[]) => {
