@@ -148,6 +148,7 @@ drop_lease() {
     [[ -e $lease ]] || continue
     if lease_alive "$lease"; then basename "$lease"; else rm -f "$lease"; fi
   done
+  rmdir "$dir" 2>/dev/null || true
 }
 
 lock_state() {
@@ -210,7 +211,12 @@ start_postgres() {
     ((SECONDS < deadline)) || return 1
     sleep 0.2
   done
-  echo "$cluster" >"$(record_file postgres)"
+  # The server's start time tells `stop` whether it is still the one started here.
+  printf '%s\n%s\n' "$cluster" "$(postgres_started_at)" >"$(record_file postgres)"
+}
+
+postgres_started_at() {
+  PGCONNECT_TIMEOUT=3 psql_q -d postgres -c 'select pg_postmaster_start_time()' 2>/dev/null || true
 }
 
 # The server answers but database `test` is missing: create it (not recorded, never dropped).
@@ -308,8 +314,12 @@ stop_redis() {
 }
 
 stop_postgres() {
-  local cluster
-  cluster=$(cat "$(record_file postgres)")
+  local cluster started_at
+  { read -r cluster; read -r started_at; } <"$(record_file postgres)" || true
+  if [[ $(postgres_started_at) != "$started_at" ]]; then
+    say "postgres  $(address postgres)  is no longer the server started here; left alone"
+    return
+  fi
   # shellcheck disable=SC2086
   quietly pg_ctlcluster --skip-systemctl-redirect $cluster stop -m fast || true
   say "postgres  $(address postgres)  stopped (cluster $cluster)"
