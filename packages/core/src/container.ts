@@ -385,6 +385,7 @@ class Engine implements Container {
   readonly #middleware: Middleware<EventContext>[] = []
   #composed: ((ctx: EventContext) => Promise<void>) | undefined
   readonly #subjects = new Map<string, SubjectState>()
+  #sweepAt: number
   readonly #events = new RxSubject<SubstateEvent>()
   readonly events$: Observable<SubstateEvent> = this.#events.asObservable()
   readonly #errorHooks = new Set<(f: HandlerFailure) => void>()
@@ -413,6 +414,7 @@ class Engine implements Container {
     this.#maxDepth = options.maxDepth ?? 64
     this.#throw = options.errorMode === 'throw'
     this.#maxSubjects = options.maxSubjects ?? 10_000
+    this.#sweepAt = this.#maxSubjects
     this.#deadLetter = options.deadLetter
     this.#targets = options.targets
     this.#queue = new KeyedQueue(options.concurrency ?? 64)
@@ -560,23 +562,32 @@ class Engine implements Container {
     if (s === undefined) {
       s = new SubjectState(name, this.#host)
       this.#subjects.set(name, s)
-      if (this.#subjects.size > this.#maxSubjects) this.#sweep()
+      if (this.#subjects.size > this.#sweepAt) this.#sweep(s)
     }
     return s
   }
 
-  /** Clock eviction: a recently used subject gets a second chance; dirty or busy ones stay. */
-  #sweep(): void {
+  /**
+   * Clock eviction: a recently used subject gets a second chance; dirty or busy ones stay, and so
+   * does `keep`, the subject being handed out.
+   */
+  #sweep(keep: SubjectState): void {
     const target = Math.floor(this.#maxSubjects * 0.9)
+    // When nothing can go (all dirty or busy), sweep again only after 10 % more growth, so a
+    // burst of pending writes does not make every subject() call scan the whole map.
+    this.#sweepAt = this.#maxSubjects
     for (let pass = 0; pass < 2 && this.#subjects.size > target; pass++) {
       for (const [name, s] of this.#subjects) {
         if (this.#subjects.size <= target) break
         if (s.recentlyUsed) s.recentlyUsed = false
-        else if (s.evictable) {
+        else if (s.evictable && s !== keep) {
           s.evict()
           this.#subjects.delete(name)
         }
       }
+    }
+    if (this.#subjects.size > this.#maxSubjects) {
+      this.#sweepAt = Math.ceil(this.#subjects.size * 1.1)
     }
   }
 
@@ -992,7 +1003,7 @@ class Engine implements Container {
       subject: input.subject,
       time: input.time ?? Date.now(),
       payload: input.payload,
-      originId: input.originId ?? this.#newId(),
+      originId: input.originId ?? input.id,
       extra: undefined,
       ...(input.propertyName === undefined ? {} : { propertyName: input.propertyName }),
       ...(input.extensions === undefined ? {} : { extensions: input.extensions }),

@@ -354,3 +354,14 @@ describe('identity map bound', () => {
     expect((await storage.load('keep:0')).props).toEqual({ v: 'x', w: 1 })
   })
 })
+
+describe('identity map under pressure', () => {
+  it('keeps every dirty subject (never drops a pending write) and keeps working', async () => {
+    const storage = createMemoryStorage()
+    const c = createContainer({ storage, maxSubjects: 50 })
+    for (let i = 0; i < 500; i++) await c.subject(`d:${i}`).set('v', i)
+    for (let i = 0; i < 500; i++) expect(c.subject(`d:${i}`).dirty).toBe(true)
+    const report = await c.close()
+    expect(report.stored).toBe(500)
+  })
+})
