@@ -12,6 +12,7 @@ import {
 } from '@substate/core'
 import {
   type BatchEntry,
+  type CommitBackend,
   CommitQueue,
   type EntryOutcome,
   parseRaw,
@@ -166,18 +167,20 @@ export function createPostgresStorage({
   const state = poolState(pool)
 
   /** Runs one query within the deadline; the driver error is the rejection. */
-  const query = async (config: PgQueryConfig): Promise<Record<string, unknown>[]> => {
-    let timer: NodeJS.Timeout | undefined
-    const deadline = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new TimeoutError('postgres query', timeout)), timeout)
+  const query = (config: PgQueryConfig): Promise<Record<string, unknown>[]> =>
+    new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new TimeoutError('postgres query', timeout)), timeout)
+      pool.query(config).then(
+        (result) => {
+          clearTimeout(timer)
+          resolve(result.rows as Record<string, unknown>[])
+        },
+        (e: unknown) => {
+          clearTimeout(timer)
+          reject(e)
+        },
+      )
     })
-    try {
-      const result = await Promise.race([pool.query(config), deadline])
-      return result.rows as Record<string, unknown>[]
-    } finally {
-      clearTimeout(timer)
-    }
-  }
 
   const ensureTable = (): Promise<void> => {
     if (!createTable) return Promise.resolve()
@@ -244,9 +247,14 @@ export function createPostgresStorage({
 
   let closed = false
   const inFlight = new Set<Promise<unknown>>()
+  /** Remembers `p` until it settles, for close(); the caller still awaits `p` itself. */
   const track = <T>(p: Promise<T>): Promise<T> => {
     inFlight.add(p)
-    return p.finally(() => inFlight.delete(p))
+    const forget = (): void => {
+      inFlight.delete(p)
+    }
+    p.then(forget, forget)
+    return p
   }
   const op = <T>(
     operation: string,
@@ -351,11 +359,7 @@ function poolState(pool: PgQueryable): PoolState {
   return state
 }
 
-function sharedQueue(
-  state: PoolState,
-  key: string,
-  backend: () => ConstructorParameters<typeof CommitQueue>[0],
-): CommitQueue {
+function sharedQueue(state: PoolState, key: string, backend: () => CommitBackend): CommitQueue {
   let queue = state.queues.get(key)
   if (!queue) {
     queue = new CommitQueue(backend())

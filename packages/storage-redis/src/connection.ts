@@ -79,22 +79,33 @@ export function bounded<T>(
   what: string,
   fn: () => Promise<T>,
 ): Promise<T> {
-  const h = watch(client)
-  let expired = false
-  const work = async (): Promise<T> => {
-    await ready(client, h)
-    // Never send after the caller was told this failed: that would be a write nobody expects.
-    if (expired) throw new TimeoutError(what, timeout)
-    return fn()
-  }
-  let timer: NodeJS.Timeout | undefined
-  const deadline = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => {
+  const waiting = ready(client, watch(client))
+  // Plain callbacks rather than async/await and Promise.race: this wraps every command.
+  return new Promise<T>((resolve, reject) => {
+    let expired = false
+    const timer = setTimeout(() => {
       expired = true
       reject(new TimeoutError(what, timeout))
     }, timeout)
+    const fail = (e: unknown): void => {
+      clearTimeout(timer)
+      reject(e)
+    }
+    const start = (): void => {
+      // Never send after the caller was told this failed: that would be a write nobody expects.
+      if (expired) return
+      try {
+        fn().then((value) => {
+          clearTimeout(timer)
+          resolve(value)
+        }, fail)
+      } catch (e) {
+        fail(e)
+      }
+    }
+    if (waiting === undefined) start()
+    else waiting.then(start, fail)
   })
-  return Promise.race([work(), deadline]).finally(() => clearTimeout(timer))
 }
 
 /** {@link bounded}, with failures as `StorageError`s of one operation. */

@@ -131,12 +131,19 @@ export function createRedisStorage({
 
   let closed = false
   const inFlight = new Set<Promise<unknown>>()
+  /** Remembers `p` until it settles, for close(); the caller still awaits `p` itself. */
+  const track = <T>(p: Promise<T>): Promise<T> => {
+    inFlight.add(p)
+    const forget = (): void => {
+      inFlight.delete(p)
+    }
+    p.then(forget, forget)
+    return p
+  }
   const op = <T>(operation: string, subject: string | undefined, fn: () => Promise<T>) => {
     if (closed)
       return Promise.reject(new StorageError(NAME, operation, subject, 'the storage is closed'))
-    const p = call(client, NAME, timeout, operation, subject, fn)
-    inFlight.add(p)
-    return p.finally(() => inFlight.delete(p))
+    return track(call(client, NAME, timeout, operation, subject, fn))
   }
 
   const snapshot = (subject: string, fields: Iterable<[string, string]>): SubjectSnapshot => {
@@ -166,9 +173,7 @@ export function createRedisStorage({
         return Promise.reject(new StorageError(NAME, 'commit', subject, 'the storage is closed'))
       const key = options?.idempotencyKey
       if (changes.length === 0 && key === undefined) return Promise.resolve({ changes: [] })
-      const p = queue.commit(subject, changes, key, policy)
-      inFlight.add(p)
-      return p.finally(() => inFlight.delete(p))
+      return track(queue.commit(subject, changes, key, policy))
     },
 
     get(subject, kind, name) {

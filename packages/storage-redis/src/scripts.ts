@@ -84,16 +84,14 @@ export const commitScript: Script = script(COMMIT)
 export const flushScript: Script = script(FLUSH)
 
 /** Runs a script by SHA, sending its source once if the server does not have it. */
-export async function run(
+export function run(
   client: Redis,
   { source, sha }: Script,
   keys: readonly string[],
   args: readonly (string | number)[],
 ): Promise<unknown> {
-  try {
-    return await client.evalsha(sha, keys.length, ...keys, ...args)
-  } catch (e) {
+  return client.evalsha(sha, keys.length, ...keys, ...args).catch((e: unknown) => {
     if (!(e instanceof Error && e.message.startsWith('NOSCRIPT'))) throw e
     return client.eval(source, keys.length, ...keys, ...args)
-  }
+  })
 }
