@@ -154,7 +154,13 @@ describe('fromPubsubMessage', () => {
   })
 
   it('keeps text and binary data as strings', () => {
-    const base = { 'ce-id': '1', 'ce-source': 's', 'ce-type': 't', 'ce-subject': 'x' }
+    const base = {
+      'ce-specversion': '1.0',
+      'ce-id': '1',
+      'ce-source': 's',
+      'ce-type': 't',
+      'ce-subject': 'x',
+    }
     const text = fromPubsubMessage(
       received({
         data: Buffer.from('hello'),
@@ -174,7 +180,13 @@ describe('fromPubsubMessage', () => {
   })
 
   it('rejects what is not an event, naming the attribute', () => {
-    const base = { 'ce-id': '1', 'ce-source': 's', 'ce-type': 't', 'ce-subject': 'x' }
+    const base = {
+      'ce-specversion': '1.0',
+      'ce-id': '1',
+      'ce-source': 's',
+      'ce-type': 't',
+      'ce-subject': 'x',
+    }
     const bad =
       (attributes: Record<string, string>, data = '{}') =>
       () =>
@@ -184,7 +196,10 @@ describe('fromPubsubMessage', () => {
     expect(bad({ ...base, 'ce-time': 'yesterday' })).toThrow(/ce-time/)
     expect(bad({ ...base, 'Content-Type': 'application/json' }, '{nope')).toThrow(/not JSON/)
     expect(
-      bad({ 'Content-Type': 'application/cloudevents+json' }, '{"id":"1","source":"s"}'),
+      bad(
+        { 'Content-Type': 'application/cloudevents+json' },
+        '{"specversion":"1.0","id":"1","source":"s"}',
+      ),
     ).toThrow(/type/)
   })
 })
