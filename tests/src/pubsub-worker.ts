@@ -1,0 +1,74 @@
+/**
+ * A scale-out worker for `tests/pubsub-scale-out.test.ts`: one container on a shared Redis
+ * storage, fed by a Pub/Sub subscription shared with the other workers. Each `count.inc` event
+ * increments the `count` of its subject; `seq` events (payload `{ i }`, 0, 1, 2... per subject)
+ * record the last `i` and count those that arrive out of order in `disorder`. Reports its subscriber's counters to the parent over IPC
+ * every 100 ms; exits cleanly (draining) on SIGTERM.
+ *
+ * Environment: REDIS_URL, PUBSUB_EMULATOR_HOST, PUBSUB_PROJECT, SUBSCRIPTION, PREFIX.
+ * @module
+ */
+import { Duration, PubSub } from '@google-cloud/pubsub'
+import { createContainer } from '@substate/core'
+import { pubsubSubscriber } from '@substate/pubsub'
+import { createRedisStorage } from '@substate/storage-redis'
+import { Redis } from 'ioredis'
+
+const env = (name: string): string => {
+  const v = process.env[name]
+  if (!v) throw new Error(`pubsub-worker: ${name} is not set`)
+  return v
+}
+
+const redis = new Redis(env('REDIS_URL'))
+const client = new PubSub({
+  projectId: env('PUBSUB_PROJECT'),
+  apiEndpoint: env('PUBSUB_EMULATOR_HOST'),
+  emulatorMode: true,
+  universeDomain: 'googleapis.com',
+})
+const container = createContainer({
+  storage: createRedisStorage({ client: redis, prefix: env('PREFIX') }),
+  source: `worker-${process.pid}`,
+})
+let handled = 0
+container.on('count.inc', async (ctx) => {
+  await ctx.subject.set('count', (n = 0) => n + 1)
+  handled++
+})
+// Sequenced events: counts the ones that arrive out of order for their subject.
+container.on('seq', async (ctx) => {
+  const { i } = ctx.payload as { i: number }
+  const last = await ctx.subject.get('last', { default: -1 })
+  if (i !== last + 1) await ctx.subject.set('disorder', (n = 0) => n + 1)
+  await ctx.subject.set('last', i)
+  handled++
+})
+const subscriber = pubsubSubscriber(container, {
+  client,
+  subscriptions: env('SUBSCRIPTION'),
+  concurrency: 200,
+  // Short leases: messages held by a killed worker come back after ~10 s, not minutes.
+  subscriberOptions: {
+    minAckDeadline: Duration.from({ seconds: 10 }),
+    maxAckDeadline: Duration.from({ seconds: 10 }),
+  },
+})
+
+const report = (): void => {
+  process.send?.({ pid: process.pid, handled, ...subscriber.stats() })
+}
+const timer = setInterval(report, 100)
+process.send?.({ ready: true, pid: process.pid })
+
+process.once('SIGTERM', () => {
+  void (async () => {
+    clearInterval(timer)
+    const closed = await container.close({ drainTimeout: 5_000 })
+    report()
+    await client.close()
+    redis.disconnect()
+    process.exitCode = closed.errors.length === 0 ? 0 : 1
+    process.disconnect?.()
+  })()
+})
