@@ -9,6 +9,7 @@ import { summary } from './harness.js'
 const modules: Record<string, () => Promise<{ benchmarks: Benchmark[] }>> = {
   P1: () => import('./p1-set.js'),
   P2: () => import('./p2-routing.js'),
+  P7: () => import('./p7-http.js'),
   P9: () => import('./p9-memory.js'),
 }
 
