@@ -40,14 +40,12 @@ export function ingest(
 
   return async (c) => {
     if (container.closed) return reply(c, 503, { error: DRAINING })
-    const declared = Number(c.req.header('content-length'))
-    if (declared > maxBodySize) return reply(c, 413, tooLarge(maxBodySize))
     stats.inflight++
     try {
-      const body = await readBody(c.req.raw, maxBodySize)
+      const body = await readBody(c, maxBodySize)
       if (body === TOO_LARGE) return reply(c, 413, tooLarge(maxBodySize))
-      stats.bytes += body.byteLength
-      const parsed = parseHttpMessage({ headers: c.req.raw.headers, body })
+      stats.bytes += body.bytes.byteLength
+      const parsed = parseHttpMessage({ headers: body.headers, body: body.bytes })
       if (!parsed.ok) {
         stats.event('invalid')
         return reply(c, parsed.status, { error: parsed.error.message, field: parsed.error.field })
