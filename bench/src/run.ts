@@ -10,6 +10,7 @@ const modules: Record<string, () => Promise<{ benchmarks: Benchmark[] }>> = {
   P1: () => import('./p1-set.js'),
   P2: () => import('./p2-routing.js'),
   P7: () => import('./p7-http.js'),
+  P8: () => import('./p8-pubsub.js'),
   P9: () => import('./p9-memory.js'),
 }
 
