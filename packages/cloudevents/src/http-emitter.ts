@@ -1,5 +1,5 @@
 import type { OutboundEmitter, Subject, SubstateEvent } from '@substate/core'
-import { ShutdownError, TimeoutError } from '@substate/core'
+import { DeliveryError, ShutdownError, TimeoutError } from '@substate/core'
 import { type ToCloudEventOptions, toCloudEvent } from './to-cloud-event.js'
 import { toHttpMessage } from './to-http-message.js'
 
@@ -54,7 +54,7 @@ const sleep = (ms: number, signal: AbortSignal): Promise<void> =>
 // A delivery failure. TODO(core): a `DeliveryError` (code 'DELIVERY', with url, status, attempts)
 // in @substate/core's errors.ts; until then an Error with a message that says what to do.
 function deliveryError(message: string, cause?: unknown): Error {
-  return new Error(`[cloudevents] ${message}`, cause === undefined ? undefined : { cause })
+  return new DeliveryError('cloudevents', message, cause === undefined ? undefined : { cause })
 }
 
 /**

@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto'
 import { filter, type Observable, Subject as RxSubject } from 'rxjs'
+import { RecentKeys } from './_internal.js'
 import { compose, type Middleware } from './compose.js'
 import { CascadeDepthError, HandlerError, ShutdownError, TimeoutError } from './errors.js'
 import { copyJson, type JsonValue } from './json.js'
@@ -393,8 +394,7 @@ class Engine implements Container {
   readonly #closeHooks = new Set<() => Promise<void> | void>()
   readonly #emitters = new Set<OutboundEmitter>()
   readonly #queue: KeyedQueue
-  readonly #recent = new Set<string>()
-  readonly #recentMax: number
+  readonly #recent: RecentKeys
   readonly #receiving = new Map<string, Promise<ReceiveResult>>()
   readonly #abort = new AbortController()
   readonly #metrics = new Metrics()
@@ -418,7 +418,7 @@ class Engine implements Container {
     this.#deadLetter = options.deadLetter
     this.#targets = options.targets
     this.#queue = new KeyedQueue(options.concurrency ?? 64)
-    this.#recentMax = options.dedupWindow ?? 10_000
+    this.#recent = new RecentKeys(options.dedupWindow ?? 10_000)
   }
 
   get closed(): boolean {
@@ -1041,8 +1041,6 @@ class Engine implements Container {
       }
     }
     this.#recent.add(key)
-    if (this.#recent.size > this.#recentMax)
-      this.#recent.delete(this.#recent.values().next().value!)
     return { status: 'handled', result }
   }
 

@@ -15,6 +15,7 @@ export type SubstateErrorCode =
   | 'SHUTDOWN'
   | 'TIMEOUT'
   | 'VALIDATION'
+  | 'DELIVERY'
 
 /** Base class of every Substate error: a `code`, a message saying what to do, an optional `cause`. */
 export class SubstateError extends Error {
@@ -129,6 +130,25 @@ export class ValidationError extends SubstateError {
   constructor(field: string, message: string) {
     super('VALIDATION', `invalid ${field}: ${message}`)
     this.field = field
+  }
+}
+
+/** An outbound transport (HTTP, Pub/Sub) could not deliver an event; `cause` holds why. */
+export class DeliveryError extends SubstateError {
+  /** The transport, e.g. `cloudevents` or `pubsub`. */
+  readonly transport: string
+  /** The receiver's HTTP status, when it answered. */
+  readonly status: number | undefined
+  readonly attempts: number | undefined
+  constructor(
+    transport: string,
+    message: string,
+    options?: ErrorOptions & { status?: number; attempts?: number },
+  ) {
+    super('DELIVERY', `[${transport}] ${message}`, options)
+    this.transport = transport
+    this.status = options?.status
+    this.attempts = options?.attempts
   }
 }
 

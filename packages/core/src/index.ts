@@ -40,6 +40,7 @@ export type { SubstateErrorCode } from './errors.js'
 export {
   CascadeDepthError,
   ConflictError,
+  DeliveryError,
   HandlerError,
   isSubstateError,
   PropertyNotFoundError,

@@ -1,3 +1,4 @@
+import { RecentKeys } from './_internal.js'
 import { StorageError } from './errors.js'
 import { cloneJson, type JsonValue } from './json.js'
 import { compileGlob } from './router.js'
@@ -37,7 +38,7 @@ export function createMemoryStorage({
   idempotencyWindow = 100_000,
 }: MemoryStorageOptions = {}): SubjectStorage {
   const subjects = new Map<string, Stored>()
-  const seenKeys = new Set<string>()
+  const seenKeys = new RecentKeys(idempotencyWindow)
   let closed = false
 
   const check = (operation: string, subject?: string): void => {
@@ -62,9 +63,7 @@ export function createMemoryStorage({
       const key = options?.idempotencyKey
       if (key !== undefined) {
         const k = `${subject}\u0000${key}`
-        if (seenKeys.has(k)) return { changes: [], duplicate: true } satisfies CommitResult
-        seenKeys.add(k)
-        if (seenKeys.size > idempotencyWindow) seenKeys.delete(seenKeys.values().next().value!)
+        if (!seenKeys.add(k)) return { changes: [], duplicate: true } satisfies CommitResult
       }
       const stored = subjects.get(subject) ?? { props: new Map(), ext: new Map() }
       // Compute every new value first, so a throwing updater leaves the subject untouched.

@@ -192,3 +192,16 @@ describe('close', () => {
     await p
   })
 })
+
+describe('duplicate window', () => {
+  it('forgets the oldest handled ids beyond dedupWindow', async () => {
+    const c = createContainer({ dedupWindow: 3 })
+    let handled = 0
+    c.handlers().on('tick', () => void handled++)
+    const events = Array.from({ length: 4 }, () => incoming('d'))
+    for (const e of events) await c.receive(e)
+    expect((await c.receive(events[3]!)).status).toBe('duplicate')
+    expect((await c.receive(events[0]!)).status).toBe('handled') // forgotten: handled again
+    expect(handled).toBe(5)
+  })
+})
