@@ -29,15 +29,17 @@ export interface PgQueryConfig {
 
 /**
  * The part of a `pg` `Pool` (or `Client`) the storage uses: `query`, and where it connects (for
- * error messages). A `Pool` is the usual choice; a single `Client` works too (its queries queue).
+ * error messages). A `Pool` is the usual choice. A single `Client` works too: it is sent one query
+ * at a time (pg deprecates queueing queries on a busy client).
  */
 export interface PgQueryable {
   query(config: PgQueryConfig): Promise<{ rows: unknown[] }>
-  /** A Pool's settings. */
+  /** A Pool's settings; `max` (its size) tells a pool from a single client. */
   readonly options?: {
     readonly host?: string | undefined
     readonly port?: number | undefined
     readonly connectionString?: string | undefined
+    readonly max?: number | undefined
   }
   /** A Client's host. */
   readonly host?: string
@@ -107,6 +109,8 @@ const UNREACHABLE = /^E(CONNREFUSED|CONNRESET|NOTFOUND|TIMEDOUT|HOSTUNREACH|NETU
 interface PoolState {
   readonly queues: Map<string, CommitQueue>
   readonly created: Map<string, Promise<void>>
+  /** On a single client: the last query sent, which the next one waits for. */
+  last: Promise<unknown>
 }
 const pools = new WeakMap<PgQueryable, PoolState>()
 
@@ -166,20 +170,34 @@ export function createPostgresStorage({
   const name = (what: string): string => `substate_${id}_${what}`
   const state = poolState(pool)
 
-  /** Runs one query within the deadline; the driver error is the rejection. */
+  const poolSize = pool.options?.max
+  /**
+   * Runs one query within the deadline; the driver error is the rejection. On a single client
+   * (no pool size) queries go one at a time, and one whose deadline passed while waiting is not
+   * sent at all: the caller was told it failed.
+   */
   const query = (config: PgQueryConfig): Promise<Record<string, unknown>[]> =>
     new Promise((resolve, reject) => {
-      const timer = setTimeout(() => reject(new TimeoutError('postgres query', timeout)), timeout)
-      pool.query(config).then(
-        (result) => {
-          clearTimeout(timer)
-          resolve(result.rows as Record<string, unknown>[])
-        },
-        (e: unknown) => {
-          clearTimeout(timer)
-          reject(e)
-        },
-      )
+      let expired = false
+      const timer = setTimeout(() => {
+        expired = true
+        reject(new TimeoutError('postgres query', timeout))
+      }, timeout)
+      const send = (): Promise<void> =>
+        expired
+          ? Promise.resolve()
+          : pool.query(config).then(
+              (result) => {
+                clearTimeout(timer)
+                resolve(result.rows as Record<string, unknown>[])
+              },
+              (e: unknown) => {
+                clearTimeout(timer)
+                reject(e)
+              },
+            )
+      if (typeof poolSize === 'number') void send()
+      else state.last = state.last.then(send)
     })
 
   const ensureTable = (): Promise<void> => {
@@ -228,11 +246,11 @@ export function createPostgresStorage({
   const queue = sharedQueue(state, `${schema}.${table}\u0000${timeout}`, () => ({
     storage: NAME,
     maxBatch: MAX_BATCH,
-    concurrency: CONCURRENCY,
+    concurrency: typeof poolSize === 'number' ? Math.max(1, Math.min(CONCURRENCY, poolSize)) : 1,
     execute: async (batch) => {
       await ensureTable()
       if (batch.some((e) => e.idempotencyKey !== undefined)) prune()
-      return execute(batch, sql, name('commit'), query)
+      return execute(batch, sql, name, query)
     },
     retryable: (e) => {
       const code = sqlState(e)
@@ -353,7 +371,7 @@ export function createPostgresStorage({
 function poolState(pool: PgQueryable): PoolState {
   let state = pools.get(pool)
   if (!state) {
-    state = { queues: new Map(), created: new Map() }
+    state = { queues: new Map(), created: new Map(), last: Promise.resolve() }
     pools.set(pool, state)
   }
   return state
@@ -368,18 +386,56 @@ function sharedQueue(state: PoolState, key: string, backend: () => CommitBackend
   return queue
 }
 
-/** Applies a batch with one statement: builds its JSON parameter, reads back one row per entry. */
+/** One entry's writes and checks, per column (`p` properties, `e` ext_properties). */
+interface Column {
+  /** `"name":json` members of the object of values to set. */
+  readonly set: string[]
+  readonly del: string[]
+  /** `"name":json` members of the object of expected values. */
+  readonly expect: string[]
+  readonly absent: string[]
+  /** Names whose old values to return. */
+  readonly keep: string[]
+}
+
+const column = (): Column => ({ set: [], del: [], expect: [], absent: [], keep: [] })
+
+function columns(e: BatchEntry): { p: Column; e: Column } {
+  const col = { p: column(), e: column() }
+  for (const f of e.fields) {
+    const c = f.kind === 'prop' ? col.p : col.e
+    c.keep.push(f.name)
+    if (e.probe) continue
+    if (f.write === null) c.del.push(f.name)
+    else c.set.push(member(f.name, f.write))
+    if (f.expect === null) c.absent.push(f.name)
+    else if (f.expect !== undefined) c.expect.push(member(f.name, f.expect))
+  }
+  return col
+}
+
+/** The old values of an entry's fields, from the `op`/`oe` columns of a result row. */
+function olds(e: BatchEntry, row: Record<string, unknown>): Raw[] {
+  const op = row.op == null ? {} : (JSON.parse(row.op as string) as Record<string, string>)
+  const oe = row.oe == null ? {} : (JSON.parse(row.oe as string) as Record<string, string>)
+  return e.fields.map((f) => (f.kind === 'prop' ? op : oe)[f.name] ?? null)
+}
+
+/**
+ * Applies a batch: a lone commit to an existing row by the plain UPDATE of the fast path, and
+ * otherwise (or when that updated nothing) with the batch statement.
+ */
 async function execute(
   batch: readonly BatchEntry[],
   sql: Statements,
-  statementName: string,
+  name: (what: string) => string,
   query: (config: PgQueryConfig) => Promise<Record<string, unknown>[]>,
 ): Promise<EntryOutcome[]> {
   const outcomes: (EntryOutcome | undefined)[] = new Array(batch.length)
-  const entries: string[] = []
+  const valid: Array<{ i: number; e: BatchEntry; col: { p: Column; e: Column } }> = []
   for (const [i, e] of batch.entries()) {
     const invalid = nulIn(e)
-    if (invalid) {
+    if (invalid)
       outcomes[i] = {
         status: 'failed',
         error: new StorageError(
@@ -389,34 +445,57 @@ async function execute(
           `${invalid} holds the NUL character (\\u0000), which PostgreSQL jsonb cannot store`,
         ),
       }
-      continue
-    }
-    const col = { p: param(), e: param() }
-    for (const f of e.fields) {
-      const c = f.kind === 'prop' ? col.p : col.e
-      c.keep.push(JSON.stringify(f.name))
-      if (e.probe) continue
-      if (f.write === null) c.del.push(JSON.stringify(f.name))
-      else c.set.push(member(f.name, f.write))
-      if (f.expect === null) c.absent.push(JSON.stringify(f.name))
-      else if (f.expect !== undefined) c.expect.push(member(f.name, f.expect))
-    }
-    entries.push(
-      `{"i":${i},"s":${JSON.stringify(e.subject)},"probe":${e.probe},` +
-        `"key":${e.idempotencyKey === undefined ? 'null' : JSON.stringify(e.idempotencyKey)},` +
-        `"sp":{${col.p.set}},"dp":[${col.p.del}],"se":{${col.e.set}},"de":[${col.e.del}],` +
-        `"ep":{${col.p.expect}},"ap":[${col.p.absent}],"ee":{${col.e.expect}},"ae":[${col.e.absent}],` +
-        `"kp":[${col.p.keep}],"ke":[${col.e.keep}]}`,
-    )
+    else valid.push({ i, e, col: columns(e) })
   }
-  if (entries.length > 0) {
-    const rows = await query({ name: statementName, text: sql.commit, values: [`[${entries}]`] })
+  const lone = valid.length === 1 ? valid[0]! : undefined
+  if (
+    lone &&
+    !lone.e.probe &&
+    lone.e.idempotencyKey === undefined &&
+    // A change set that only deletes may empty the row, which the batch statement removes.
+    (lone.col.p.set.length > 0 || lone.col.e.set.length > 0)
+  ) {
+    const { p, e } = lone.col
+    const rows = await query({
+      name: name('update'),
+      text: sql.update,
+      values: [
+        lone.e.subject,
+        p.del,
+        `{${p.set}}`,
+        `{${p.expect}}`,
+        p.absent,
+        p.keep,
+        e.del,
+        `{${e.set}}`,
+        `{${e.expect}}`,
+        e.absent,
+        e.keep,
+      ],
+    })
+    if (rows.length === 1) {
+      outcomes[lone.i] = { status: 'applied', old: olds(lone.e, rows[0]!) }
+      return outcomes as EntryOutcome[]
+    }
+  }
+  if (valid.length > 0) {
+    const entries = valid.map(
+      ({ i, e, col: { p, e: x } }) =>
+        `{"i":${i},"s":${JSON.stringify(e.subject)},"probe":${e.probe},` +
+        `"key":${e.idempotencyKey === undefined ? 'null' : JSON.stringify(e.idempotencyKey)},` +
+        `"sp":{${p.set}},"dp":${JSON.stringify(p.del)},"se":{${x.set}},"de":${JSON.stringify(x.del)},` +
+        `"ep":{${p.expect}},"ap":${JSON.stringify(p.absent)},` +
+        `"ee":{${x.expect}},"ae":${JSON.stringify(x.absent)},` +
+        `"kp":${JSON.stringify(p.keep)},"ke":${JSON.stringify(x.keep)}}`,
+    )
+    const rows = await query({
+      name: name('commit'),
+      text: sql.commit,
+      values: [`[${entries}]`, valid.map((v) => v.e.subject)],
+    })
     for (const row of rows) {
       const i = Number(row.i)
-      const e = batch[i]!
-      const op = row.op === null ? {} : (JSON.parse(row.op as string) as Record<string, string>)
-      const oe = row.oe === null ? {} : (JSON.parse(row.oe as string) as Record<string, string>)
-      const values: Raw[] = e.fields.map((f) => (f.kind === 'prop' ? op : oe)[f.name] ?? null)
+      const values = olds(batch[i]!, row)
       const status = Number(row.status)
       outcomes[i] =
         status === 1
@@ -428,14 +507,6 @@ async function execute(
   }
   return outcomes.map((o) => o ?? { status: 'failed', error: new Error('no result row') })
 }
-
-const param = () => ({
-  set: [] as string[],
-  del: [] as string[],
-  expect: [] as string[],
-  absent: [] as string[],
-  keep: [] as string[],
-})
 
 /** What in an entry PostgreSQL cannot store (NUL in text or jsonb), if anything. */
 function nulIn(e: BatchEntry): string | undefined {

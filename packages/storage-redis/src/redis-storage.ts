@@ -246,15 +246,29 @@ async function execute(
   const keys = batch.map((e) => hashKey(e.subject))
   const args: (string | number)[] = [ttl, batch.length]
   for (const e of batch) {
-    let idem = 0
-    if (e.idempotencyKey !== undefined)
-      idem = keys.push(idempotencyKey(e.subject, e.idempotencyKey))
-    args.push(e.fields.length, idem, e.probe ? '1' : '0')
+    const idem =
+      e.idempotencyKey === undefined ? 0 : keys.push(idempotencyKey(e.subject, e.idempotencyKey))
+    let flags = ''
+    const values: string[] = []
+    const expected: string[] = []
+    args.push(e.fields.length, idem, '')
+    const flagsAt = args.length - 1
     for (const f of e.fields) {
-      const expect = f.expect === undefined ? '' : f.expect === null ? '-' : `=${f.expect}`
-      if (f.write === null) args.push(field(f.kind, f.name), 'd', '', expect)
-      else args.push(field(f.kind, f.name), 's', f.write, expect)
+      args.push(field(f.kind, f.name))
+      if (e.probe) flags += 'r'
+      else {
+        if (f.write !== null) values.push(f.write)
+        if (f.expect === undefined) flags += f.write === null ? 'd' : 's'
+        else if (f.expect === null) flags += f.write === null ? 'E' : 'A'
+        else {
+          flags += f.write === null ? 'D' : 'S'
+          expected.push(f.expect)
+        }
+      }
     }
+    args[flagsAt] = flags
+    for (const v of values) args.push(v)
+    for (const v of expected) args.push(v)
   }
   const reply = (await run(client, commitScript, keys, args)) as (number | Raw)[]
   let at = 0

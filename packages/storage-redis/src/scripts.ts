@@ -9,55 +9,83 @@ import type { Redis } from 'ioredis'
 
 /**
  * Applies a batch of subject commits (one hash per subject, KRules layout), each all or nothing.
+ * Per subject it reads the old values with one HMGET and writes with one HSET and one HDEL:
+ * `redis.call` dominates the cost of a script, so per-field calls are avoided.
  *
  * KEYS: the n subject hashes, then the idempotency keys of the entries that have one.
- * ARGV[1]: idempotency TTL (seconds); ARGV[2]: n; then per entry: field count c, index in KEYS of
- * its idempotency key (0: none), probe flag ('1': read only), then c times: field, op ('s' set,
- * 'd' delete), value, expected ('' unchecked, '-' absent, '=' .. JSON text).
+ * ARGV[1]: idempotency TTL (seconds); ARGV[2]: n; then per entry:
+ *   c (field count), index in KEYS of its idempotency key (0: none), flags (one letter per field),
+ *   the c field names, the values of the set fields, the expected values of the checked fields.
+ * Flags: `s` set, `S` set if it holds the expected value, `A` set if absent; `d` delete, `D`
+ * delete if it holds the expected value, `E` delete if absent; `r` read only (a probe).
  * Returns per entry: status (1 applied, 0 not applied: check failed or probe, 2 duplicate key),
  * then the c values the fields held before (nil when absent).
  */
 const COMMIT = `
-local ttl = ARGV[1]
-local n = tonumber(ARGV[2])
-local a = 3
+local CHUNK = 1000
+local function call_chunked(cmd, key, list, from, to)
+  for s = from, to, CHUNK do
+    redis.call(cmd, key, unpack(list, s, math.min(s + CHUNK - 1, to)))
+  end
+end
+local function hmget(key, from, count)
+  local all = {}
+  for s = 0, count - 1, CHUNK do
+    local part = redis.call('HMGET', key, unpack(ARGV, from + s, from + math.min(s + CHUNK, count) - 1))
+    for i = 1, #part do all[s + i] = part[i] end
+  end
+  return all
+end
 local out = {}
-for k = 1, n do
+local o = 0
+local a = 3
+for k = 1, tonumber(ARGV[2]) do
   local key = KEYS[k]
   local c = tonumber(ARGV[a])
   local idem = tonumber(ARGV[a + 1])
-  local status = 1
-  if ARGV[a + 2] == '1' then status = 0 end
+  local flags = ARGV[a + 2]
+  local names = a + 3
+  local values = names + c
+  local cur = {}
+  if c > 0 then cur = hmget(key, names, c) end
+  local ok = true
+  local sets, dels = {}, {}
+  local v, e = values, values
+  for i = 1, c do
+    local f = string.byte(flags, i)
+    if f == 115 or f == 83 or f == 65 then e = e + 1 end
+  end
+  for i = 1, c do
+    local f = string.byte(flags, i)
+    local old = cur[i]
+    if f == 114 then
+      ok = false
+    elseif f == 83 or f == 68 then
+      if old ~= ARGV[e] then ok = false end
+      e = e + 1
+    elseif (f == 65 or f == 69) and old then
+      ok = false
+    end
+    if f == 115 or f == 83 or f == 65 then
+      sets[#sets + 1] = ARGV[names + i - 1]
+      sets[#sets + 1] = ARGV[v]
+      v = v + 1
+    elseif f ~= 114 then
+      dels[#dels + 1] = ARGV[names + i - 1]
+    end
+  end
+  local status = ok and 1 or 0
   if idem > 0 and redis.call('EXISTS', KEYS[idem]) == 1 then status = 2 end
-  a = a + 3
-  local at = #out + 1
-  out[at] = status
-  for i = 0, c - 1 do
-    local b = a + i * 4
-    local v = redis.call('HGET', key, ARGV[b])
-    out[at + 1 + i] = v
-    local e = ARGV[b + 3]
-    if status == 1 and e ~= '' then
-      if e == '-' then
-        if v then status = 0 end
-      elseif v ~= string.sub(e, 2) then
-        status = 0
-      end
-    end
-  end
-  out[at] = status
+  o = o + 1
+  out[o] = status
+  for i = 1, c do out[o + i] = cur[i] end
+  o = o + c
   if status == 1 then
-    for i = 0, c - 1 do
-      local b = a + i * 4
-      if ARGV[b + 1] == 's' then
-        redis.call('HSET', key, ARGV[b], ARGV[b + 2])
-      else
-        redis.call('HDEL', key, ARGV[b])
-      end
-    end
-    if idem > 0 then redis.call('SET', KEYS[idem], '1', 'EX', ttl) end
+    if #sets > 0 then call_chunked('HSET', key, sets, 1, #sets) end
+    if #dels > 0 then call_chunked('HDEL', key, dels, 1, #dels) end
+    if idem > 0 then redis.call('SET', KEYS[idem], '1', 'EX', ARGV[1]) end
   end
-  a = a + c * 4
+  a = e
 end
 return out
 `

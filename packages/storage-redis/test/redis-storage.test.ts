@@ -182,6 +182,28 @@ describeWith('redis', 'storage-redis', () => {
     expect(r.changes[0]).toMatchObject({ oldValue: 'closed', newValue: 'locked' })
   })
 
+  it('commits change sets larger than a Lua unpack() can take at once', async () => {
+    const s = storage('large')
+    const names = Array.from({ length: 2500 }, (_, i) => `f${i}`)
+    const first = await s.commit('big', [
+      ...names.map((name, i): Change => ({ op: 'set', kind: 'prop', name, value: i })),
+      inc('n'),
+    ])
+    expect(first.changes).toHaveLength(2501)
+    expect(await raw.hlen(`s:${run}large:big`)).toBe(2501)
+    const second = await s.commit(
+      'big',
+      names.map((name): Change => ({ op: 'delete', kind: 'prop', name })),
+    )
+    expect(second.changes[2499]).toEqual({
+      kind: 'prop',
+      name: 'f2499',
+      oldValue: 2499,
+      newValue: undefined,
+    })
+    expect(await s.load('big')).toEqual({ props: { n: 1 }, ext: {} })
+  })
+
   it('lists subjects of a prefix holding glob characters, and only those', async () => {
     const a = storage('g*[x]')
     const b = storage('g1')
