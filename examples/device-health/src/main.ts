@@ -1,31 +1,77 @@
 /**
- * `pnpm start`: the device-health service on the in-memory default. Feeds a short simulated
- * metric stream through the same unit-of-work path an HTTP CloudEvent takes, printing each
- * reaction, then the stored state.
+ * `pnpm start`: the device-health service over HTTP on 127.0.0.1 (PORT, default 8080), on the
+ * in-memory default — or Redis when REDIS_URL is set, PostgreSQL when DATABASE_URL is set. At
+ * start it feeds a short simulated metric stream through its own HTTP receiver as binary-mode
+ * CloudEvents, printing each reaction (SIMULATE=0 skips it); then it serves until Ctrl-C.
  */
-import { createContainer, createMemoryStorage } from '@substate/core'
-import { deviceHealthRules } from './rules.js'
+import type { SubjectStorage } from '@substate/core'
+import { startDeviceHealth } from './service.js'
 import { METRIC_STREAM } from './simulate.js'
 
-const storage = createMemoryStorage()
-const container = createContainer({ storage, source: 'device-health' })
-deviceHealthRules(container, (line) => console.log(`  ${line}`))
-
-let seq = 0
-for (const [device, metrics] of METRIC_STREAM) {
-  console.log(`→ ${device} ${JSON.stringify(metrics)}`)
-  const result = await container.receive({
-    id: `sim-${++seq}`,
-    source: 'simulator',
-    type: 'device.metrics',
-    subject: device,
-    payload: metrics,
-  })
-  if (result.status !== 'handled') console.log(`  ${result.status}: ${result.error?.message}`)
+async function chooseStorage(): Promise<{
+  storage?: SubjectStorage
+  label: string
+  close(): Promise<void>
+}> {
+  if (process.env.REDIS_URL) {
+    const { Redis } = await import('ioredis')
+    const { createRedisStorage } = await import('@substate/storage-redis')
+    const client = new Redis(process.env.REDIS_URL)
+    const storage = createRedisStorage({ client, prefix: 'device-health:' })
+    return {
+      storage,
+      label: `Redis at ${process.env.REDIS_URL}`,
+      close: async () => void client.disconnect(),
+    }
+  }
+  if (process.env.DATABASE_URL) {
+    const { default: pg } = await import('pg')
+    const { createPostgresStorage } = await import('@substate/storage-postgres')
+    const pool = new pg.Pool({ connectionString: process.env.DATABASE_URL })
+    const storage = createPostgresStorage({ pool })
+    return { storage, label: `PostgreSQL at ${process.env.DATABASE_URL}`, close: () => pool.end() }
+  }
+  return { label: 'in-memory storage', close: async () => {} }
 }
 
-console.log('\nstored state:')
-for await (const name of storage.subjects('device:*')) {
-  console.log(`  ${name} ${JSON.stringify((await storage.load(name)).props)}`)
+const chosen = await chooseStorage()
+const service = await startDeviceHealth({
+  port: Number(process.env.PORT ?? 8080),
+  ...(chosen.storage ? { storage: chosen.storage } : {}),
+  log: (line) => console.log(`  ${line}`),
+})
+console.log(`device-health serving on ${service.url} (${chosen.label})`)
+
+if (process.env.SIMULATE !== '0') {
+  console.log('\nsimulated metric stream, as binary-mode CloudEvents:')
+  let seq = 0
+  const run = Date.now().toString(36)
+  for (const [device, metrics] of METRIC_STREAM) {
+    console.log(`→ POST ${device} ${JSON.stringify(metrics)}`)
+    const res = await fetch(`${service.url}/`, {
+      method: 'POST',
+      headers: {
+        'content-type': 'application/json',
+        'ce-specversion': '1.0',
+        'ce-id': `sim-${run}-${++seq}`,
+        'ce-source': 'simulator',
+        'ce-type': 'device.metrics',
+        'ce-subject': device,
+      },
+      body: JSON.stringify(metrics),
+    })
+    if (res.status !== 202) console.log(`  ${res.status} ${await res.text()}`)
+  }
+  const state = await (await fetch(`${service.url}/subjects/device:prod-01`)).json()
+  console.log(`\nGET /subjects/device:prod-01 → ${JSON.stringify(state)}`)
 }
-await container.close()
+
+console.log(`\nready: POST CloudEvents to ${service.url}/ (see the README); Ctrl-C stops`)
+const stop = async (): Promise<void> => {
+  console.log('\ndraining...')
+  await service.close()
+  await chosen.close()
+  process.exit(0)
+}
+process.once('SIGINT', () => void stop())
+process.once('SIGTERM', () => void stop())

@@ -1,0 +1,60 @@
+/**
+ * The device-health service: the rules of `rules.ts` behind the Substate HTTP receiver.
+ */
+import type { AddressInfo } from 'node:net'
+import { serve } from '@hono/node-server'
+import { type Container, createContainer, type SubjectStorage } from '@substate/core'
+import { createReceiver } from '@substate/hono'
+import { deviceHealthRules } from './rules.js'
+
+/** Options of {@link startDeviceHealth}. */
+export interface DeviceHealthOptions {
+  /** @default 8080 (0 picks a free port) */
+  readonly port?: number
+  /** @default '127.0.0.1' */
+  readonly hostname?: string
+  /** @default in-memory */
+  readonly storage?: SubjectStorage
+  /** Receives one line per reaction. @default console.log */
+  readonly log?: (line: string) => void
+}
+
+/** A running service. */
+export interface DeviceHealthService {
+  readonly url: string
+  readonly container: Container
+  /** Graceful drain: stops intake, finishes in-flight events, stores, closes storage and the server. */
+  close(): Promise<void>
+}
+
+export async function startDeviceHealth({
+  port = 8080,
+  hostname = '127.0.0.1',
+  storage,
+  log = console.log,
+}: DeviceHealthOptions = {}): Promise<DeviceHealthService> {
+  const container = createContainer({ source: 'device-health', ...(storage ? { storage } : {}) })
+  deviceHealthRules(container, log)
+  const app = createReceiver(container)
+  const server = await new Promise<ReturnType<typeof serve>>((resolve, reject) => {
+    const s = serve({ fetch: app.fetch, port, hostname }, () => resolve(s))
+    s.once('error', (e: NodeJS.ErrnoException) =>
+      reject(
+        e.code === 'EADDRINUSE'
+          ? new Error(`port ${port} on ${hostname} is in use: set PORT to another one`, {
+              cause: e,
+            })
+          : e,
+      ),
+    )
+  })
+  const { port: bound } = server.address() as AddressInfo
+  return {
+    url: `http://${hostname}:${bound}`,
+    container,
+    async close() {
+      await container.close()
+      await new Promise<void>((resolve) => server.close(() => resolve()))
+    },
+  }
+}
