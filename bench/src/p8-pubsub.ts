@@ -160,7 +160,7 @@ export const benchmarks: Benchmark[] = [
             return BATCH
           },
           async () => (await rawBatch(raw, round++)).length,
-          { rounds: 5, ms: 1_500 },
+          { rounds: 7, ms: 2_000 },
         )
         await container.close()
         const e2e = await endToEnd(pubsub).catch(
