@@ -414,11 +414,16 @@ function columns(e: BatchEntry): { p: Column; e: Column } {
   return col
 }
 
-/** The old values of an entry's fields, from the `op`/`oe` columns of a result row. */
+/**
+ * The old values of an entry's fields, from the `op`/`oe` columns of a result row: JSON arrays of
+ * the JSON texts of its `prop` and `ext` fields, in order (null when the row did not exist).
+ */
 function olds(e: BatchEntry, row: Record<string, unknown>): Raw[] {
-  const op = row.op == null ? {} : (JSON.parse(row.op as string) as Record<string, string>)
-  const oe = row.oe == null ? {} : (JSON.parse(row.oe as string) as Record<string, string>)
-  return e.fields.map((f) => (f.kind === 'prop' ? op : oe)[f.name] ?? null)
+  const op = row.op == null ? [] : (JSON.parse(row.op as string) as Raw[])
+  const oe = row.oe == null ? [] : (JSON.parse(row.oe as string) as Raw[])
+  let p = 0
+  let x = 0
+  return e.fields.map((f) => (f.kind === 'prop' ? op[p++] : oe[x++]) ?? null)
 }
 
 /**

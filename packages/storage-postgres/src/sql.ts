@@ -7,6 +7,14 @@
 /** `"name"` with embedded quotes doubled: any table or schema name is safe. */
 export const quote = (identifier: string): string => `"${identifier.replaceAll('"', '""')}"`
 
+/**
+ * The old values of the named properties of `col` (the jsonb of the locked row), in the order of
+ * `names`, as a JSON array of JSON texts (`null` where absent).
+ */
+const olds = (col: string, names: string): string =>
+  `to_jsonb(ARRAY(SELECT (${col} -> u.k)::text FROM unnest(${names}) WITH ORDINALITY u(k, n)
+    ORDER BY u.n))::text`
+
 /** The statements of one table. */
 export interface Statements {
   readonly create: readonly string[]
@@ -77,17 +85,13 @@ FROM (
   FROM ${t} WHERE subject_name = $1 FOR UPDATE
 ) o
 WHERE r.subject_name = o.s
-  AND NOT EXISTS (SELECT 1 FROM jsonb_each($4::jsonb) c
-    WHERE COALESCE(o.p, '{}') -> c.key IS DISTINCT FROM c.value)
-  AND NOT EXISTS (SELECT 1 FROM jsonb_each($9::jsonb) c
-    WHERE COALESCE(o.e, '{}') -> c.key IS DISTINCT FROM c.value)
+  AND ($4::jsonb = '{}' OR NOT EXISTS (SELECT 1 FROM jsonb_each($4::jsonb) c
+    WHERE COALESCE(o.p, '{}') -> c.key IS DISTINCT FROM c.value))
+  AND ($9::jsonb = '{}' OR NOT EXISTS (SELECT 1 FROM jsonb_each($9::jsonb) c
+    WHERE COALESCE(o.e, '{}') -> c.key IS DISTINCT FROM c.value))
   AND NOT (COALESCE(o.p, '{}') ?| $5::text[])
   AND NOT (COALESCE(o.e, '{}') ?| $10::text[])
-RETURNING
-  (SELECT jsonb_object_agg(v.key, v.value::text) FROM jsonb_each(o.p) v
-    WHERE v.key = ANY ($6::text[]))::text AS op,
-  (SELECT jsonb_object_agg(v.key, v.value::text) FROM jsonb_each(o.e) v
-    WHERE v.key = ANY ($11::text[]))::text AS oe`
+RETURNING ${olds('o.p', '$6::text[]')} AS op, ${olds('o.e', '$11::text[]')} AS oe`
 }
 
 /**
@@ -105,7 +109,7 @@ RETURNING
  *
  * Returns per entry: `status` (1 applied, 0 not applied: a check failed or a probe, 2 duplicate
  * idempotency key, 3 lost the race to create the row) and `op`/`oe`, the old values of the named
- * properties as a JSON object of JSON texts (absent names are missing).
+ * properties (see `olds`).
  */
 function commit(t: string, a: string): string {
   return `WITH x AS (
@@ -130,10 +134,10 @@ function commit(t: string, a: string): string {
   FROM x LEFT JOIN old o ON o.s = x.s
   WHERE NOT x.probe
     AND NOT EXISTS (SELECT 1 FROM dup WHERE dup.i = x.i)
-    AND NOT EXISTS (SELECT 1 FROM jsonb_each(x.ep) c
-      WHERE COALESCE(o.p, '{}') -> c.key IS DISTINCT FROM c.value)
-    AND NOT EXISTS (SELECT 1 FROM jsonb_each(x.ee) c
-      WHERE COALESCE(o.e, '{}') -> c.key IS DISTINCT FROM c.value)
+    AND (x.ep = '{}' OR NOT EXISTS (SELECT 1 FROM jsonb_each(x.ep) c
+      WHERE COALESCE(o.p, '{}') -> c.key IS DISTINCT FROM c.value))
+    AND (x.ee = '{}' OR NOT EXISTS (SELECT 1 FROM jsonb_each(x.ee) c
+      WHERE COALESCE(o.e, '{}') -> c.key IS DISTINCT FROM c.value))
     AND NOT (COALESCE(o.p, '{}') ?| x.ap)
     AND NOT (COALESCE(o.e, '{}') ?| x.ae)
 ), upd AS (
@@ -166,9 +170,6 @@ SELECT x.i,
     WHEN EXISTS (SELECT 1 FROM done WHERE done.i = x.i) THEN 1
     WHEN EXISTS (SELECT 1 FROM go WHERE go.i = x.i) THEN 3
     ELSE 0 END AS status,
-  (SELECT jsonb_object_agg(v.key, v.value::text) FROM jsonb_each(o.p) v
-    WHERE v.key = ANY (x.kp))::text AS op,
-  (SELECT jsonb_object_agg(v.key, v.value::text) FROM jsonb_each(o.e) v
-    WHERE v.key = ANY (x.ke))::text AS oe
+  ${olds('o.p', 'x.kp')} AS op, ${olds('o.e', 'x.ke')} AS oe
 FROM x LEFT JOIN old o ON o.s = x.s`
 }
