@@ -9,6 +9,10 @@ import { summary } from './harness.js'
 const modules: Record<string, () => Promise<{ benchmarks: Benchmark[] }>> = {
   P1: () => import('./p1-set.js'),
   P2: () => import('./p2-routing.js'),
+  P3: () => import('./p3-redis-updater.js'),
+  P4: () => import('./p4-redis-store.js'),
+  P5: () => import('./p5-pg-updater.js'),
+  P6: () => import('./p6-pg-store.js'),
   P7: () => import('./p7-http.js'),
   P8: () => import('./p8-pubsub.js'),
   P9: () => import('./p9-memory.js'),
