@@ -172,7 +172,8 @@ function fromKrules(message: ReceivedMessage, fallbackSource: string): IncomingE
  */
 function payloadOf(data: Buffer, contentType: string | undefined): unknown {
   if (data.length === 0) return undefined
-  const type = contentType?.split(';')[0]!.trim().toLowerCase()
+  const type =
+    contentType === undefined ? undefined : contentType.split(';')[0]!.trim().toLowerCase()
   if (
     type === undefined ||
     type === 'application/json' ||
