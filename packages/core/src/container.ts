@@ -3,6 +3,7 @@ import { filter, type Observable, Subject as RxSubject } from 'rxjs'
 import { RecentKeys } from './_internal.js'
 import { compose, type Middleware } from './compose.js'
 import { CascadeDepthError, HandlerError, ShutdownError, TimeoutError } from './errors.js'
+import { type EventLog, EventRing } from './event-log.js'
 import { copyJson, type JsonValue } from './json.js'
 import { KeyedQueue } from './keyed-queue.js'
 import { createMemoryStorage } from './memory-storage.js'
@@ -172,11 +173,21 @@ export interface ContainerOptions {
   readonly concurrency?: number
   /** How many handled `source`+`id` pairs `receive` remembers to drop duplicates. @default 10_000 */
   readonly dedupWindow?: number
+  /** How many recent events `container.eventLog` keeps (0 turns it off). @default 1000 */
+  readonly eventLog?: number
   /** Transports for `emit(..., { dispatchUrl })` and `emit(..., { topic })`. */
   readonly targets?: {
     readonly dispatchUrl?: (url: string) => OutboundEmitter
     readonly topic?: (topic: string) => OutboundEmitter
   }
+}
+
+/** Options of `container.request`. */
+export interface RequestOptions extends EmitOptions {
+  /** The reply's event type (a glob). */
+  readonly reply: string
+  /** @default 30_000 */
+  readonly timeout?: number
 }
 
 /** Options of `container.route`. */
@@ -240,6 +251,24 @@ export interface Container<E extends EventMap = EventMap> {
   close(options?: { drainTimeout?: number }): Promise<CloseReport>
   /** Per-handler counters and latencies. */
   readonly metrics: { snapshot(): MetricsSnapshot }
+  /** The most recent events, newest first: `eventLog.recent(20, { type: 'device.*' })`. */
+  readonly eventLog: EventLog
+  /**
+   * Request/reply: emits `type` and resolves with the first `reply` event (a glob) of the same
+   * cascade (same origin id) — a local handler's `ctx.emit(reply)`, or a reply that came back from
+   * another service carrying this request's `originid`. Rejects with `TimeoutError` after
+   * `timeout` ms, with `ShutdownError` when the container closes, and with an `AggregateError`
+   * when a handler of the request failed and no reply came.
+   *
+   * @example
+   * const reply = await container.request('price.quote', 'sku:1', { qty: 3 }, { reply: 'price.quoted' })
+   */
+  request<R = unknown>(
+    type: string,
+    subject: Subject | string,
+    payload?: unknown,
+    options?: RequestOptions,
+  ): Promise<SubstateEvent<R>>
   readonly source: string
   readonly closed: boolean
 }
@@ -399,6 +428,8 @@ class Engine implements Container {
   readonly #abort = new AbortController()
   readonly #metrics = new Metrics()
   readonly metrics: { snapshot(): MetricsSnapshot } = { snapshot: () => this.#metrics.snapshot() }
+  readonly #log: EventRing
+  readonly eventLog: EventLog
   readonly #idPrefix = randomUUID().slice(0, 18)
   #seq = 0
   #inflight = 0
@@ -419,6 +450,8 @@ class Engine implements Container {
     this.#targets = options.targets
     this.#queue = new KeyedQueue(options.concurrency ?? 64)
     this.#recent = new RecentKeys(options.dedupWindow ?? 10_000)
+    this.#log = new EventRing(options.eventLog ?? 1000)
+    this.eventLog = this.#log
   }
 
   get closed(): boolean {
@@ -633,7 +666,16 @@ class Engine implements Container {
 
   // ---- dispatch ----
 
-  readonly emit: Emit<EventMap> = (type, subject, payload, options) => {
+  readonly emit: Emit<EventMap> = (type, subject, payload, options) =>
+    this.#emitTop(type, subject, payload, options, undefined)
+
+  #emitTop(
+    type: string,
+    subject: Subject | string,
+    payload: unknown,
+    options: EmitOptions | undefined,
+    id: string | undefined,
+  ): Promise<EmitResult> {
     if (typeof type !== 'string' || type === '')
       throw new TypeError(
         `emit(): the event type must be a non-empty string, got ${JSON.stringify(type)}`,
@@ -647,7 +689,7 @@ class Engine implements Container {
     const parent = scopes.getStore()
     if (parent === undefined && this.#closing) return Promise.reject(new ShutdownError())
     const event: SubstateEvent = {
-      id: this.#newId(),
+      id: id ?? this.#newId(),
       type,
       source: this.source,
       subject: s.name,
@@ -741,6 +783,7 @@ class Engine implements Container {
     detach: boolean,
   ): Promise<EmitResult> {
     try {
+      this.#log.record(event)
       if (this.#events.observed) this.#events.next(event)
       const ctx = new Context(this, event, subject, this.#abort.signal)
       let handled = 0
@@ -964,6 +1007,64 @@ class Engine implements Container {
         console.error('[substate] an onError hook threw:', e)
       }
     }
+  }
+
+  // ---- request/reply ----
+
+  request<R = unknown>(
+    type: string,
+    subject: Subject | string,
+    payload?: unknown,
+    options?: RequestOptions,
+  ): Promise<SubstateEvent<R>> {
+    if (typeof options?.reply !== 'string') {
+      throw new TypeError('request(): options.reply (the reply event type) is required')
+    }
+    if (this.#closing) return Promise.reject(new ShutdownError())
+    const isReply = compileGlob(options.reply)
+    const timeout = options.timeout ?? 30_000
+    // The request starts its own cascade: its id is the origin id its replies carry.
+    const originId = this.#newId()
+    return new Promise<SubstateEvent<R>>((resolve, reject) => {
+      let timer: NodeJS.Timeout | undefined
+      let settled = false
+      const done = (settle: () => void): void => {
+        if (settled) return
+        settled = true
+        clearTimeout(timer)
+        sub.unsubscribe()
+        this.#abort.signal.removeEventListener('abort', onAbort)
+        settle()
+      }
+      const sub = this.events$.subscribe({
+        next: (e) => {
+          if (e.originId === originId && isReply(e.type) && e.type !== type) {
+            done(() => resolve(e as SubstateEvent<R>))
+          }
+        },
+        complete: () =>
+          done(() => reject(new ShutdownError('the container closed before the reply came'))),
+      })
+      const onAbort = (): void =>
+        done(() => reject(new ShutdownError('the container closed before the reply came')))
+      this.#abort.signal.addEventListener('abort', onAbort, { once: true })
+      timer = setTimeout(
+        () =>
+          done(() =>
+            reject(new TimeoutError(`request ${type} (waiting for ${options.reply})`, timeout)),
+          ),
+        timeout,
+      )
+      scopes
+        .exit(() => this.#emitTop(type, subject, payload, options, originId))
+        .then(
+          (result) => {
+            // A reply during the cascade resolved already; otherwise wait, unless it failed.
+            if (!result.ok) done(() => reject(this.#aggregate(result)))
+          },
+          (e: unknown) => done(() => reject(e)),
+        )
+    })
   }
 
   // ---- ingress ----

@@ -31,6 +31,7 @@ export type {
   MethodDecorator,
   On,
   ReceiveResult,
+  RequestOptions,
   RouteOptions,
   Unsubscribe,
   WhenFilter,
@@ -50,6 +51,7 @@ export {
   TimeoutError,
   ValidationError,
 } from './errors.js'
+export type { EventLog, EventLogQuery } from './event-log.js'
 export type { JsonValue } from './json.js'
 export { cloneJson, copyJson, jsonEqual } from './json.js'
 export type { MemoryStorageOptions } from './memory-storage.js'
