@@ -22,8 +22,11 @@ import { type Statements, statements } from './sql.js'
 
 /** A query as the storage sends it: always parameterized, named when it is prepared. */
 export interface PgQueryConfig {
+  /** The prepared statement's name (pg prepares it once per connection). */
   readonly name?: string
+  /** The SQL, with `$1`... placeholders. */
   readonly text: string
+  /** The parameters. */
   readonly values?: unknown[]
 }
 
@@ -33,6 +36,7 @@ export interface PgQueryConfig {
  * at a time (pg deprecates queueing queries on a busy client).
  */
 export interface PgQueryable {
+  /** Runs one query (`pg.Pool#query`, `pg.Client#query`). */
   query(config: PgQueryConfig): Promise<{ rows: unknown[] }>
   /** A Pool's settings; `max` (its size) tells a pool from a single client. */
   readonly options?: {
