@@ -1,6 +1,7 @@
 import { AsyncLocalStorage } from 'node:async_hooks'
 import type { BatchPublishOptions, PubSub, Topic } from '@google-cloud/pubsub'
 import type { OutboundEmitter, Subject, SubstateEvent } from '@substate/core'
+import { DeliveryError } from '@substate/core'
 import { toPubsubMessage } from './message.js'
 
 type MessageOptions = Parameters<Topic['publishMessage']>[0]
@@ -48,8 +49,9 @@ export interface PubsubPublisher extends OutboundEmitter {
  * An outbound emitter publishing events to Google Cloud Pub/Sub in the CloudEvents Pub/Sub binding
  * (`ce-` attributes, JSON payload as data), for `container.route(pattern, publisher)`.
  *
- * `send` resolves once Pub/Sub accepted the message and rejects when the publish failed, so the
- * failure reaches the emitter of the event (as a `route:<name>` failure). Concurrent sends are
+ * `send` resolves once Pub/Sub accepted the message and rejects with a `DeliveryError` (transport
+ * `pubsub`, the client's error as `cause`) when the publish failed, so the failure reaches the
+ * emitter of the event (as a `route:<name>` failure). Concurrent sends are
  * batched by the client (publish calls are never serialised one at a time). Messages carry the
  * subject name as ordering key; after a failed publish the paused key is resumed, so later events
  * of that subject publish again.
@@ -109,8 +111,9 @@ export function pubsubPublisher({
         // An ordered publish that failed pauses its key: every later publish with that key would
         // be rejected until resumed. The caller sees this failure; the next event goes out again.
         if (key) t.resumePublishing(key)
-        throw new Error(
-          `[pubsub] publish of ${event.type} for ${event.subject} to ${t.name} failed: ${(e as Error)?.message ?? e}`,
+        throw new DeliveryError(
+          'pubsub',
+          `publish of ${event.type} for ${event.subject} to ${t.name} failed: ${(e as Error)?.message ?? e}`,
           { cause: e },
         )
       } finally {

@@ -1,4 +1,4 @@
-import { createContainer } from '@substate/core'
+import { createContainer, isSubstateError } from '@substate/core'
 import { pubsubPublisher, pubsubTopics } from '@substate/pubsub'
 import { afterEach, expect, it } from 'vitest'
 import { createEmulatorClient } from '../../../tests/support/pubsub-client.js'
@@ -120,6 +120,7 @@ describeWith('pubsub', 'pubsubPublisher (emulator)', () => {
     expect(failed.ok).toBe(false)
     expect(failed.failures[0]!.handler).toBe('route:out')
     expect(failed.failures[0]!.error.message).toMatch(/publish of x for s:1 .* failed/)
+    expect(isSubstateError(failed.failures[0]!.error.cause, 'DELIVERY')).toBe(true)
     expect(failures).toEqual(['route:out'])
 
     // The same Topic object and key: without resumePublishing every later publish is rejected.
