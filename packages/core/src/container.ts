@@ -422,6 +422,7 @@ class Engine implements Container {
   readonly #startHooks = new Set<() => Promise<void> | void>()
   readonly #closeHooks = new Set<() => Promise<void> | void>()
   readonly #emitters = new Set<OutboundEmitter>()
+  readonly #targetCache = new Map<string, OutboundEmitter>()
   readonly #queue: KeyedQueue
   readonly #recent: RecentKeys
   readonly #receiving = new Map<string, Promise<ReceiveResult>>()
@@ -700,16 +701,16 @@ class Engine implements Container {
     }
     // The event at the top of a cascade is its own origin.
     ;(event as { originId: string }).originId = parent === undefined ? event.id : parent.originId
-    return this.#emitEvent(event, s, parent, options)
+    // Resolved before the first await: a missing target factory is misuse, thrown synchronously.
+    return this.#emitEvent(event, s, parent, this.#targetsFor(options))
   }
 
   async #emitEvent(
     event: SubstateEvent,
     s: SubjectState,
     parent: Scope | undefined,
-    options: EmitOptions | undefined,
+    targets: OutboundEmitter[] | undefined,
   ): Promise<EmitResult> {
-    const targets = this.#targetsFor(options)
     const result = await this.#dispatch(event, s, parent, targets, this.#throw)
     if (this.#throw && !result.ok) throw this.#aggregate(result)
     return result
@@ -719,27 +720,30 @@ class Engine implements Container {
     if (options?.dispatchUrl === undefined && options?.topic === undefined) return undefined
     const out: OutboundEmitter[] = []
     if (options.dispatchUrl !== undefined) {
-      const make = this.#targets?.dispatchUrl
-      if (!make)
-        throw new TypeError(
-          'emit(..., { dispatchUrl }) needs createContainer({ targets: { dispatchUrl: (url) => httpEmitter({ url }) } })',
-        )
-      out.push(this.#remember(make(options.dispatchUrl)))
+      out.push(this.#target('dispatchUrl', options.dispatchUrl, 'httpEmitter({ url })'))
     }
     if (options.topic !== undefined) {
-      const make = this.#targets?.topic
-      if (!make)
-        throw new TypeError(
-          'emit(..., { topic }) needs createContainer({ targets: { topic: (topic) => pubsubPublisher({ client, topic }) } })',
-        )
-      out.push(this.#remember(make(options.topic)))
+      out.push(this.#target('topic', options.topic, 'pubsubPublisher({ client, topic })'))
     }
     return out
   }
 
-  #remember(e: OutboundEmitter): OutboundEmitter {
-    this.#emitters.add(e)
-    return e
+  /** One emitter per target (URL, topic), made on first use and closed with the container. */
+  #target(kind: 'dispatchUrl' | 'topic', target: string, hint: string): OutboundEmitter {
+    const key = `${kind}\n${target}`
+    let emitter = this.#targetCache.get(key)
+    if (emitter === undefined) {
+      const make = this.#targets?.[kind]
+      if (!make) {
+        throw new TypeError(
+          `emit(..., { ${kind} }) needs createContainer({ targets: { ${kind}: (${kind === 'topic' ? 'topic' : 'url'}) => ${hint} } })`,
+        )
+      }
+      emitter = make(target)
+      this.#targetCache.set(key, emitter)
+      this.#emitters.add(emitter)
+    }
+    return emitter
   }
 
   #aggregate(result: EmitResult): AggregateError {

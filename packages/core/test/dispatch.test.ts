@@ -334,3 +334,75 @@ describe('observables', () => {
     expect(completed).toBe(true)
   })
 })
+
+describe('outbound routes and targets', () => {
+  const recorder = (name: string, sent: string[], fail = false) => ({
+    name,
+    async send(e: { type: string; subject: string }) {
+      if (fail) throw new Error(`${name} is down`)
+      sent.push(`${name}:${e.type}:${e.subject}`)
+    },
+    flushed: 0,
+    async flush() {
+      this.flushed++
+    },
+  })
+
+  it("routes by glob: 'both' keeps local handlers, 'direct' skips them; middleware runs once", async () => {
+    const c = createContainer()
+    const { on, emit, middleware } = c.handlers()
+    const sent: string[] = []
+    const local: string[] = []
+    let mw = 0
+    middleware(async (_ctx, next) => {
+      mw++
+      await next()
+    })
+    c.route('alerts.*', recorder('hook', sent), { policy: 'both' })
+    c.route('remote.*', recorder('far', sent), { policy: 'direct' })
+    on('**', (ctx) => void local.push(ctx.type))
+    await emit('alerts.fire', 's')
+    await emit('remote.only', 's')
+    await emit('plain', 's')
+    expect(sent).toEqual(['hook:alerts.fire:s', 'far:remote.only:s'])
+    expect(local).toEqual(['alerts.fire', 'plain'])
+    expect(mw).toBe(3)
+  })
+
+  it('a failed delivery is a failure the caller sees', async () => {
+    const c = createContainer()
+    quiet(c)
+    c.route('x', recorder('down', [], true))
+    const r = await c.handlers().emit('x', 's')
+    expect(r.ok).toBe(false)
+    expect(r.failures[0]?.handler).toBe('route:down')
+  })
+
+  it('emit(..., { dispatchUrl | topic }) sends only remotely, one emitter per target, flushed on close', async () => {
+    const sent: string[] = []
+    const made: string[] = []
+    const emitters: Array<ReturnType<typeof recorder>> = []
+    const c = createContainer({
+      targets: {
+        dispatchUrl: (url) => {
+          made.push(url)
+          const e = recorder(url, sent)
+          emitters.push(e)
+          return e
+        },
+      },
+    })
+    let local = 0
+    c.handlers().on('**', () => void local++)
+    await c.handlers().emit('a', 's', undefined, { dispatchUrl: 'http://127.0.0.1:1/x' })
+    await c.handlers().emit('b', 's', undefined, { dispatchUrl: 'http://127.0.0.1:1/x' })
+    expect(sent).toEqual(['http://127.0.0.1:1/x:a:s', 'http://127.0.0.1:1/x:b:s'])
+    expect(made).toHaveLength(1)
+    expect(local).toBe(0)
+    expect(() => c.handlers().emit('a', 's', undefined, { topic: 't' })).toThrow(
+      /targets: \{ topic/,
+    )
+    await c.close()
+    expect(emitters[0]?.flushed).toBe(1)
+  })
+})
