@@ -1,8 +1,9 @@
 /**
  * A writer process for `tests/storage-concurrency.test.ts`: one container on Redis or PostgreSQL
- * storage, incrementing one property of one subject `COUNT` times with write-through updaters,
- * all in flight at once. Says `{ ready }` over IPC, waits for `go` (so that every worker writes
- * at the same time), then reports `{ done, olds }` (the old value each increment replaced).
+ * storage (default settings), incrementing one property of one subject `COUNT` times with
+ * write-through updaters, all in flight at once. Says `{ ready }` over IPC, waits for `go` (so
+ * that every worker writes at the same time), then reports `{ done, olds }` (the old value each
+ * increment replaced).
  *
  * Environment: BACKEND (`redis` | `postgres`), URL, NAMESPACE (a Redis prefix or a table),
  * SCHEMA (PostgreSQL), SUBJECT, COUNT.
@@ -24,7 +25,7 @@ let storage: SubjectStorage
 let release: () => Promise<unknown>
 if (env('BACKEND') === 'redis') {
   const client = new Redis(env('URL'))
-  storage = createRedisStorage({ client, prefix: env('NAMESPACE'), maxAttempts: 50 })
+  storage = createRedisStorage({ client, prefix: env('NAMESPACE') })
   release = () => client.quit()
 } else {
   const pool = new pg.Pool({ connectionString: env('URL'), max: 4 })
@@ -32,7 +33,6 @@ if (env('BACKEND') === 'redis') {
     pool,
     schema: env('SCHEMA'),
     table: env('NAMESPACE'),
-    maxAttempts: 50,
   })
   release = () => pool.end()
 }

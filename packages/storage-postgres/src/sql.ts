@@ -67,31 +67,37 @@ export function statements(schema: string, table: string): Statements {
 }
 
 /**
- * The fast path of one commit to a subject whose row exists, without an idempotency key: a plain
- * UPDATE of the row locked by its FROM subquery, which returns the old values of the named
- * properties. It updates nothing when the row is missing or a check fails (the caller then runs
- * the batch statement, which tells the two apart).
+ * The fast path of one commit to a subject whose row exists, without an idempotency key: lock the
+ * row, update it if the checks hold, and return the old values either way (the current ones, when
+ * a check failed). It returns no row when the subject has none (the caller then runs the batch
+ * statement, which creates it).
  *
  * `$1` subject; per column (`p` properties `$2`..`$6`, `e` ext_properties `$7`..`$11`): names to
  * delete, values to set, values expected, names expected absent, names whose old values to return.
+ * Returns `done` and the old values `op`/`oe` (see `olds`).
  */
 function update(t: string): string {
-  return `UPDATE ${t} r SET
-  properties = (COALESCE(o.p, '{}') - $2::text[]) || $3::jsonb,
-  ext_properties = (COALESCE(o.e, '{}') - $7::text[]) || $8::jsonb,
-  updated_at = now()
-FROM (
-  SELECT subject_name AS s, properties AS p, ext_properties AS e
+  return `WITH o AS (
+  SELECT subject_name AS s, COALESCE(properties, '{}') AS p, COALESCE(ext_properties, '{}') AS e
   FROM ${t} WHERE subject_name = $1 FOR UPDATE
-) o
-WHERE r.subject_name = o.s
-  AND ($4::jsonb = '{}' OR NOT EXISTS (SELECT 1 FROM jsonb_each($4::jsonb) c
-    WHERE COALESCE(o.p, '{}') -> c.key IS DISTINCT FROM c.value))
-  AND ($9::jsonb = '{}' OR NOT EXISTS (SELECT 1 FROM jsonb_each($9::jsonb) c
-    WHERE COALESCE(o.e, '{}') -> c.key IS DISTINCT FROM c.value))
-  AND NOT (COALESCE(o.p, '{}') ?| $5::text[])
-  AND NOT (COALESCE(o.e, '{}') ?| $10::text[])
-RETURNING ${olds('o.p', '$6::text[]')} AS op, ${olds('o.e', '$11::text[]')} AS oe`
+), u AS (
+  UPDATE ${t} r SET
+    properties = (o.p - $2::text[]) || $3::jsonb,
+    ext_properties = (o.e - $7::text[]) || $8::jsonb,
+    updated_at = now()
+  FROM o
+  WHERE r.subject_name = o.s
+    AND ($4::jsonb = '{}' OR NOT EXISTS (SELECT 1 FROM jsonb_each($4::jsonb) c
+      WHERE o.p -> c.key IS DISTINCT FROM c.value))
+    AND ($9::jsonb = '{}' OR NOT EXISTS (SELECT 1 FROM jsonb_each($9::jsonb) c
+      WHERE o.e -> c.key IS DISTINCT FROM c.value))
+    AND NOT (o.p ?| $5::text[])
+    AND NOT (o.e ?| $10::text[])
+  RETURNING 1
+)
+SELECT EXISTS (SELECT 1 FROM u) AS done,
+  ${olds('o.p', '$6::text[]')} AS op, ${olds('o.e', '$11::text[]')} AS oe
+FROM o`
 }
 
 /**

@@ -128,7 +128,7 @@ describeWith('postgres', 'storage-postgres', () => {
       () => new pg.Pool({ connectionString: databaseUrl, max: 2 }),
     )
     try {
-      const stores = pools.map((p) => storage('cas', { pool: p, maxAttempts: 100 }))
+      const stores = pools.map((p) => storage('cas', { pool: p }))
       const results = await Promise.all(
         stores.flatMap((s) => Array.from({ length: 50 }, () => s.commit('hot', [inc('n')]))),
       )
