@@ -191,6 +191,42 @@ describeWith('postgres', 'storage-postgres', () => {
     }
   })
 
+  it('applies a key once when separate pools (processes) commit it at the same time', async () => {
+    const pools = Array.from(
+      { length: 4 },
+      () => new pg.Pool({ connectionString: databaseUrl, max: 2 }),
+    )
+    try {
+      const stores = pools.map((p) => storage('idem-race', { pool: p }))
+      for (let round = 0; round < 5; round++) {
+        const results = await Promise.all(
+          stores.map((s, i) =>
+            s.commit(`order:${round}`, [set(`by${i}`, i)], { idempotencyKey: 'evt' }),
+          ),
+        )
+        expect(results.filter((r) => !r.duplicate)).toHaveLength(1)
+        expect(Object.keys((await stores[0]!.load(`order:${round}`)).props)).toHaveLength(1)
+      }
+    } finally {
+      for (const p of pools) await p.end()
+    }
+  })
+
+  it('forgets idempotency keys older than idempotencyTtl', async () => {
+    const s = createPostgresStorage({ pool, schema, table: 'prune', idempotencyTtl: 1 })
+    opened.push(s)
+    await s.commit('a', [inc('n')], { idempotencyKey: 'k1' })
+    await new Promise((r) => setTimeout(r, 1_200))
+    // A commit with a key more than a quarter of the TTL later prunes expired keys (in the
+    // background), so k1 applies again.
+    await s.commit('a', [inc('n')], { idempotencyKey: 'k2' })
+    await expect
+      .poll(async () => (await pool.query(`SELECT key FROM "${schema}".prune_applied`)).rows)
+      .toEqual([{ key: 'k2' }])
+    expect((await s.commit('a', [inc('n')], { idempotencyKey: 'k1' })).duplicate).toBeUndefined()
+    expect(await s.get('a', 'prop', 'n')).toEqual({ value: 3 })
+  })
+
   it('rejects only the commit holding a NUL character, which jsonb cannot store', async () => {
     const s = storage('nul')
     const [bad, good, literal] = await Promise.allSettled([

@@ -134,6 +134,26 @@ describeWith('redis', 'storage-redis', () => {
     }
   })
 
+  it('applies a key once when separate clients (processes) commit it at the same time', async () => {
+    const clients = Array.from({ length: 4 }, () => new Redis(redisUrl!))
+    try {
+      const stores = clients.map((c) => storage('idem-race', { client: c }))
+      for (let round = 0; round < 5; round++) {
+        const results = await Promise.all(
+          stores.map((s, i) =>
+            s.commit(`order:${round}`, [{ op: 'set', kind: 'prop', name: `by${i}`, value: i }], {
+              idempotencyKey: 'evt',
+            }),
+          ),
+        )
+        expect(results.filter((r) => !r.duplicate)).toHaveLength(1)
+        expect(Object.keys((await stores[0]!.load(`order:${round}`)).props)).toHaveLength(1)
+      }
+    } finally {
+      for (const c of clients) await c.quit()
+    }
+  })
+
   it('gives up with a ConflictError after maxAttempts when another writer always wins', async () => {
     const s = storage('conflict', { maxAttempts: 3 })
     const key = `s:${run}conflict:busy`
