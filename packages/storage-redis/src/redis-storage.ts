@@ -148,14 +148,15 @@ export function createRedisStorage({
   }
 
   const snapshot = (subject: string, fields: Iterable<[string, string]>): SubjectSnapshot => {
-    const props: Record<string, JsonValue> = {}
-    const ext: Record<string, JsonValue> = {}
+    const props: [string, JsonValue][] = []
+    const ext: [string, JsonValue][] = []
     for (const [f, raw] of fields) {
       // Fields of other shapes are not ours (KRules only writes p/e): leave them alone.
       const target = f[0] === 'p' ? props : f[0] === 'e' ? ext : undefined
-      if (target) target[f.slice(1)] = parseRaw(raw, NAME, subject, f.slice(1))!
+      target?.push([f.slice(1), parseRaw(raw, NAME, subject, f.slice(1))!])
     }
-    return { props, ext }
+    // fromEntries, not assignment: a property may be named `__proto__`.
+    return { props: Object.fromEntries(props), ext: Object.fromEntries(ext) }
   }
 
   return {
