@@ -248,7 +248,10 @@ export function createPostgresStorage({
     pruning = query({ text: sql.prune, values: [idempotencyTtl] }).catch(() => undefined)
   }
 
-  const queue = sharedQueue(state, `${schema}.${table}\u0000${timeout}`, () => ({
+  // Storages configured alike share a queue (and so serialize their commits of a subject); the
+  // settings its closures use are part of the key.
+  const queueKey = [schema, table, timeout, idempotencyTtl, createTable].join('\u0000')
+  const queue = sharedQueue(state, queueKey, () => ({
     storage: NAME,
     maxBatch: MAX_BATCH,
     concurrency: typeof poolSize === 'number' ? Math.max(1, Math.min(CONCURRENCY, poolSize)) : 1,
