@@ -36,7 +36,15 @@ async function measure(
   const container = createContainer({
     storage: createPostgresStorage({ pool: db, schema: SCHEMA, table }),
   })
-  const raw = (subject: string) => db.query({ name: 'p5-raw', text: RAW, values: [subject] })
+  // On a single client, one query at a time (pg deprecates queueing on a busy client), as the
+  // storage does; pg would send them one by one anyway.
+  let last: Promise<unknown> = Promise.resolve()
+  const raw = (subject: string): Promise<unknown> => {
+    const send = () => db.query({ name: 'p5-raw', text: RAW, values: [subject] })
+    if (db instanceof pg.Pool) return send()
+    last = last.then(send, send)
+    return last
+  }
   const one: Subject = container.subject('one')
   const many: Subject[] = Array.from({ length: IN_FLIGHT }, (_, i) =>
     container.subject(`many:${i}`),
