@@ -73,7 +73,12 @@ for (const file of readmes) {
         writeFileSync(path, `${s.code}\nexport {}\n`)
         await import(/* @vite-ignore */ `${path}?t=${Date.now()}`)
         for (const m of s.code.matchAll(/console\.log\(.*\) \/\/ (.+)$/gm)) {
-          expect(printed, `printed by ${relative(root, file)}:${s.line}`).toContain(m[1]!.trim())
+          const expected = m[1]!.trim()
+          if (!printed.includes(expected)) {
+            throw new Error(
+              `${relative(root, file)}:${s.line} should print\n  ${expected}\nbut printed\n  ${printed.join('\n  ')}`,
+            )
+          }
         }
       })
     }

@@ -40,6 +40,14 @@ export interface CommitOptions {
    * `duplicate: true`. Used by ingress units of work so a redelivered message has no second effect.
    */
   readonly idempotencyKey?: string
+  /**
+   * Whether the caller needs the exact `oldValue` of `set` and `delete` changes. `false` is a
+   * hint that lets an adapter write them blind (no read): their `oldValue` may then be
+   * `undefined`. `newValue` is always exact, and `update` changes always report both values.
+   * `subject.store()` passes `false`; write-through commits need the old value for their event.
+   * @default true
+   */
+  readonly oldValues?: boolean
 }
 
 /** What one property became in a commit: exactly the value replaced and the value written. */

@@ -343,7 +343,8 @@ export class SubjectState implements Subject {
       }
       let result: Awaited<ReturnType<SubjectStorage['commit']>>
       try {
-        result = await this.#commit(changes, options, 'store')
+        // store() compares stored new values with the cache; old values are not needed.
+        result = await this.#commit(changes, { ...options, oldValues: false }, 'store')
       } catch (e) {
         // Nothing was written: put the changes back under whatever was set meanwhile.
         for (const kind of ['prop', 'ext'] as const) {
