@@ -173,7 +173,7 @@ export interface ContainerOptions {
   readonly concurrency?: number
   /** How many handled `source`+`id` pairs `receive` remembers to drop duplicates. @default 10_000 */
   readonly dedupWindow?: number
-  /** How many recent events `container.eventLog` keeps (0 turns it off). @default 1000 */
+  /** How many recent events `container.eventLog` keeps (0 turns it off). @default 100 */
   readonly eventLog?: number
   /** Transports for `emit(..., { dispatchUrl })` and `emit(..., { topic })`. */
   readonly targets?: {
@@ -451,7 +451,7 @@ class Engine implements Container {
     this.#targets = options.targets
     this.#queue = new KeyedQueue(options.concurrency ?? 64)
     this.#recent = new RecentKeys(options.dedupWindow ?? 10_000)
-    this.#log = new EventRing(options.eventLog ?? 1000)
+    this.#log = new EventRing(options.eventLog ?? 100)
     this.eventLog = this.#log
   }
 
