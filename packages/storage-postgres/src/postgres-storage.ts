@@ -329,7 +329,15 @@ export function createPostgresStorage({
         return Promise.reject(new StorageError(NAME, 'commit', subject, 'the storage is closed'))
       const key = options?.idempotencyKey
       if (changes.length === 0 && key === undefined) return Promise.resolve({ changes: [] })
-      return track(queue.commit(subject, changes, key, { maxAttempts, retryDelay }))
+      return track(
+        queue.commit(
+          subject,
+          changes,
+          key,
+          { maxAttempts, retryDelay },
+          options?.oldValues !== false,
+        ),
+      )
     },
 
     get(subject, kind, prop) {
@@ -435,7 +443,18 @@ function olds(e: BatchEntry, row: Record<string, unknown>): Raw[] {
 }
 
 /**
- * Applies a batch: a lone commit to an existing row by the lighter statement of the fast path,
+ * Whether an entry can be written blind: its old values are not needed, it has no checks, and it
+ * sets something (a change set that only deletes may empty the row, which must then be deleted:
+ * that needs the row read).
+ */
+const isBlind = (e: BatchEntry, col: { p: Column; e: Column }): boolean =>
+  !e.oldValues &&
+  !e.probe &&
+  e.fields.every((f) => f.expect === undefined) &&
+  (col.p.set.length > 0 || col.e.set.length > 0)
+
+/**
+ * Applies a batch: a batch of blind entries (see `isBlind`) by one upsert; a lone commit to an existing row by the lighter statement of the fast path,
  * and otherwise (or when the row is missing) with the batch statement.
  */
 async function execute(
@@ -459,6 +478,41 @@ async function execute(
         ),
       }
     else valid.push({ i, e, col: columns(e) })
+  }
+  if (valid.length > 0 && valid.every(({ e, col }) => isBlind(e, col))) {
+    // Only sets and deletes whose old values are not needed: one upsert, no read of the rows.
+    const entries = valid.map(
+      ({ i, e, col: { p, e: x } }) =>
+        `{"i":${i},"s":${JSON.stringify(e.subject)},` +
+        `"key":${e.idempotencyKey === undefined ? 'null' : JSON.stringify(e.idempotencyKey)},` +
+        `"sp":{${p.set}},"se":{${x.set}}}`,
+    )
+    const deleted = (pick: (col: { p: Column; e: Column }) => string[]): string =>
+      `{${valid
+        .filter(({ col }) => pick(col).length > 0)
+        .map(({ e, col }) => `${JSON.stringify(e.subject)}:${JSON.stringify(pick(col))}`)}}`
+    const keyed = valid.some(({ e }) => e.idempotencyKey !== undefined)
+    const rows = await query({
+      name: name(keyed ? 'blind' : 'blind_plain'),
+      text: keyed ? sql.blind : sql.blindPlain,
+      values: [
+        `[${entries}]`,
+        keyed ? valid.map((v) => v.e.subject) : [],
+        deleted((c) => c.p.del),
+        deleted((c) => c.e.del),
+      ],
+    })
+    if (!keyed)
+      for (const { i } of valid)
+        outcomes[i] = { status: 'applied', old: batch[i]!.fields.map(() => null) }
+    for (const row of rows) {
+      const i = Number(row.i)
+      outcomes[i] =
+        Number(row.status) === 2
+          ? { status: 'duplicate' }
+          : { status: 'applied', old: batch[i]!.fields.map(() => null) }
+    }
+    return outcomes.map((o) => o ?? { status: 'failed', error: new Error('no result row') })
   }
   const lone = valid.length === 1 ? valid[0]! : undefined
   if (

@@ -19,6 +19,8 @@ const olds = (col: string, names: string): string =>
 export interface Statements {
   readonly create: readonly string[]
   readonly commit: string
+  readonly blind: string
+  readonly blindPlain: string
   readonly update: string
   readonly load: string
   readonly getProp: string
@@ -52,6 +54,8 @@ export function statements(schema: string, table: string): Statements {
       `CREATE INDEX IF NOT EXISTS ${quote(`${table}_applied_at`)} ON ${a} (at)`,
     ],
     commit: commit(t, a),
+    blind: blind(t, a),
+    blindPlain: blindPlain(t),
     update: update(t),
     load: `SELECT properties::text AS p, ext_properties::text AS e FROM ${t} WHERE subject_name = $1`,
     getProp: `SELECT (properties -> $2)::text AS v FROM ${t} WHERE subject_name = $1`,
@@ -178,4 +182,67 @@ SELECT x.i,
     ELSE 0 END AS status,
   ${olds('o.p', 'x.kp')} AS op, ${olds('o.e', 'x.ke')} AS oe
 FROM x LEFT JOIN old o ON o.s = x.s`
+}
+
+/**
+ * One statement applying a batch of blind commits (one per subject): sets and deletes whose old
+ * values are not needed, each setting at least one property (so that no row can become empty,
+ * which would have to be deleted). One upsert, in subject order, without reading the rows first;
+ * its row locks serialize it with concurrent writers, which read the merged row after it.
+ *
+ * `$1` is a JSON array of entries: `i` (index), `s` (subject), `key` (idempotency key or null),
+ * `sp`/`se` values to set (`p` properties, `e` ext_properties); `$2` is the array of their subject
+ * names (for the idempotency keys' primary key); `$3`/`$4` map the subjects that delete
+ * properties/ext properties to the names they delete (an object, looked up in O(log n) per row:
+ * a correlated subquery on the entries would make the statement quadratic in the batch size).
+ *
+ * Returns per entry: `status` (1 applied, 2 duplicate idempotency key).
+ */
+function blind(t: string, a: string): string {
+  return `WITH x AS (
+  SELECT * FROM jsonb_to_recordset($1::jsonb) AS x(
+    i int, s text, key text, sp jsonb, se jsonb)
+), dup AS (
+  SELECT x.i FROM ${a} k JOIN x ON k.subject_name = x.s AND k.key = x.key
+  WHERE k.subject_name = ANY ($2::text[])
+), go AS (
+  SELECT x.* FROM x WHERE NOT EXISTS (SELECT 1 FROM dup WHERE dup.i = x.i)
+), ups AS (
+  ${upsert(t, 'go')}
+), keys AS (
+  INSERT INTO ${a} (subject_name, key, at)
+  SELECT go.s, go.key, now() FROM go WHERE go.key IS NOT NULL
+)
+SELECT x.i, CASE WHEN dup.i IS NULL THEN 1 ELSE 2 END AS status
+FROM x LEFT JOIN dup ON dup.i = x.i`
+}
+
+/**
+ * {@link blind} for a batch without idempotency keys: the upsert alone (`$2` unused: an empty
+ * array, kept so that both statements take the same parameters). Returns no rows: every entry is
+ * applied.
+ */
+function blindPlain(t: string): string {
+  return `WITH go AS (
+  SELECT * FROM jsonb_to_recordset($1::jsonb) AS x(s text, sp jsonb, se jsonb)
+  WHERE cardinality($2::text[]) >= 0
+)
+${upsert(t, 'go')}`
+}
+
+/** Inserts the entries of `go` (`s`, `sp`, `se`), merging into existing rows (see `blind`). */
+function upsert(t: string, go: string): string {
+  return `INSERT INTO ${t} AS r (subject_name, properties, ext_properties, updated_at)
+  SELECT ${go}.s, ${go}.sp, ${go}.se, now() FROM ${go}
+  ORDER BY ${go}.s
+  ON CONFLICT (subject_name) DO UPDATE SET
+    properties = CASE WHEN $3::jsonb ? r.subject_name
+      THEN COALESCE(r.properties, '{}')
+        - ARRAY(SELECT jsonb_array_elements_text($3::jsonb -> r.subject_name))
+      ELSE COALESCE(r.properties, '{}') END || EXCLUDED.properties,
+    ext_properties = CASE WHEN $4::jsonb ? r.subject_name
+      THEN COALESCE(r.ext_properties, '{}')
+        - ARRAY(SELECT jsonb_array_elements_text($4::jsonb -> r.subject_name))
+      ELSE COALESCE(r.ext_properties, '{}') END || EXCLUDED.ext_properties,
+    updated_at = EXCLUDED.updated_at`
 }

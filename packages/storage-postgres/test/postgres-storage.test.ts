@@ -122,6 +122,86 @@ describeWith('postgres', 'storage-postgres', () => {
     expect(await s.get('x', 'prop', 'v')).toEqual({ value: 1 })
   })
 
+  it('writes sets and deletes blind with oldValues: false, exactly, updaters still by CAS', async () => {
+    const s = storage('blind')
+    const blind = { oldValues: false }
+    const row = async (subject: string) =>
+      (
+        await pool.query(
+          `SELECT properties, ext_properties FROM "${schema}".blind WHERE subject_name = $1`,
+          [subject],
+        )
+      ).rows[0]
+    await s.commit('d:1', [
+      set('a', 1),
+      set('b', 2),
+      set('n', 5),
+      { op: 'set', kind: 'ext', name: 'x', value: 'e' },
+    ])
+    // Only sets and deletes: one upsert, nothing read (the old values are unknown).
+    const r = await s.commit(
+      'd:1',
+      [
+        set('a', { v: 10 }),
+        { op: 'delete', kind: 'prop', name: 'b' },
+        { op: 'set', kind: 'ext', name: 'y', value: [2] },
+        { op: 'delete', kind: 'ext', name: 'x' },
+      ],
+      blind,
+    )
+    expect(r.changes).toEqual([
+      { kind: 'prop', name: 'a', oldValue: undefined, newValue: { v: 10 } },
+      { kind: 'prop', name: 'b', oldValue: undefined, newValue: undefined },
+      { kind: 'ext', name: 'y', oldValue: undefined, newValue: [2] },
+      { kind: 'ext', name: 'x', oldValue: undefined, newValue: undefined },
+    ])
+    expect(await row('d:1')).toEqual({
+      properties: { a: { v: 10 }, n: 5 },
+      ext_properties: { y: [2] },
+    })
+
+    // Mixed with an updater: the updater is applied by compare-and-set and reports both values.
+    await pool.query(
+      `UPDATE "${schema}".blind SET properties = properties || '{"n": 100}' WHERE subject_name = 'd:1'`,
+    )
+    const mixed = await s.commit('d:1', [inc('n'), set('a', 0)], blind)
+    expect(mixed.changes[0]).toMatchObject({ oldValue: 100, newValue: 101 })
+    expect(mixed.changes[1]).toMatchObject({ newValue: 0 })
+    expect(await row('d:1')).toEqual({ properties: { a: 0, n: 101 }, ext_properties: { y: [2] } })
+
+    // Idempotency keys are honoured: the second commit with the key writes nothing.
+    const k = { oldValues: false, idempotencyKey: 'evt-b' }
+    expect((await s.commit('d:2', [set('a', 1)], k)).duplicate).toBeUndefined()
+    expect(await s.commit('d:2', [set('a', 2)], k)).toEqual({ changes: [], duplicate: true })
+    expect(await s.get('d:2', 'prop', 'a')).toEqual({ value: 1 })
+
+    // Batches (new and existing rows, ext only), one subject in call order, a blind commit beside
+    // an updater of another subject, and deletes emptying a subject (its row goes).
+    await Promise.all(
+      Array.from({ length: 150 }, (_, i) => s.commit(`m:${i}`, [set('v', i)], blind)),
+    )
+    const last = await Promise.all([
+      s.commit('m:0', [set('v', 'x')], blind),
+      s.commit('m:0', [set('v', 'y')], blind),
+      s.commit('m:1', [{ op: 'delete', kind: 'prop', name: 'v' }], blind),
+      s.commit('m:2', [inc('n')], blind),
+      s.commit(
+        'm:3',
+        [
+          { op: 'delete', kind: 'prop', name: 'v' },
+          { op: 'set', kind: 'ext', name: 'e', value: true },
+        ],
+        blind,
+      ),
+    ])
+    expect(last.map((c) => c.changes[0]!.newValue)).toEqual(['x', 'y', undefined, 1, undefined])
+    expect((await s.load('m:0')).props).toEqual({ v: 'y' })
+    expect(await s.get('m:149', 'prop', 'v')).toEqual({ value: 149 })
+    expect(await row('m:1')).toBeUndefined()
+    expect(await row('m:2')).toEqual({ properties: { v: 2, n: 1 }, ext_properties: {} })
+    expect(await row('m:3')).toEqual({ properties: {}, ext_properties: { e: true } })
+  })
+
   it('applies updaters from separate pools (separate processes) by compare-and-set, exactly', async () => {
     const pools = Array.from(
       { length: 4 },
@@ -198,10 +278,14 @@ describeWith('postgres', 'storage-postgres', () => {
     )
     try {
       const stores = pools.map((p) => storage('idem-race', { pool: p }))
-      for (let round = 0; round < 5; round++) {
+      // Odd rounds write blind (one upsert): the key is still applied once.
+      for (let round = 0; round < 10; round++) {
         const results = await Promise.all(
           stores.map((s, i) =>
-            s.commit(`order:${round}`, [set(`by${i}`, i)], { idempotencyKey: 'evt' }),
+            s.commit(`order:${round}`, [set(`by${i}`, i)], {
+              idempotencyKey: 'evt',
+              oldValues: round % 2 === 0,
+            }),
           ),
         )
         expect(results.filter((r) => !r.duplicate)).toHaveLength(1)

@@ -44,13 +44,21 @@ export interface BatchEntry {
   /** Write nothing: only report the current values (the commit needs them to run its updaters). */
   readonly probe: boolean
   readonly idempotencyKey: string | undefined
+  /**
+   * Whether the old values of the unchecked fields (sets and deletes: `expect` undefined) are
+   * needed. When `false` the backend may write them blind and report `null` as their old value.
+   */
+  readonly oldValues: boolean
 }
 
 /** What became of one {@link BatchEntry}. */
 export type EntryOutcome =
-  /** Written; `old[i]` is the value `fields[i]` replaced. */
+  /** Written; `old[i]` is the value `fields[i]` replaced (`null` for a field written blind). */
   | { readonly status: 'applied'; readonly old: readonly Raw[] }
-  /** Not written (a check failed, or a probe); `current` holds the values now stored, if known. */
+  /**
+   * Not written (a check failed, or a probe); `current` holds the values now stored, if known
+   * (those of fields that may be written blind are not known).
+   */
   | { readonly status: 'conflict'; readonly current: readonly Raw[] | undefined }
   /** Not written: the idempotency key was already applied. */
   | { readonly status: 'duplicate' }
@@ -84,6 +92,8 @@ interface Pending {
   readonly changes: readonly Change[]
   readonly key: string | undefined
   readonly policy: RetryPolicy
+  /** Whether the exact old values of sets and deletes are needed (else they may be written blind). */
+  readonly oldValues: boolean
   /** Failed compare-and-set attempts made against values just read from storage. */
   attempts: number
   /** Whether the cached values of this subject were read by this commit's last round trip. */
@@ -120,12 +130,16 @@ export class CommitQueue {
     this.#backend = backend
   }
 
-  /** Queues a commit; resolves with its result once applied. */
+  /**
+   * Queues a commit; resolves with its result once applied. With `oldValues` false, the `oldValue`
+   * of `set` and `delete` changes may be `undefined` (they may be written without a read).
+   */
   commit(
     subject: string,
     changes: readonly Change[],
     key: string | undefined,
     policy: RetryPolicy,
+    oldValues = true,
   ): Promise<CommitResult> {
     return new Promise((resolve, reject) => {
       const p: Pending = {
@@ -133,6 +147,7 @@ export class CommitQueue {
         changes,
         key,
         policy,
+        oldValues,
         attempts: 0,
         fresh: false,
         resolve,
@@ -237,13 +252,25 @@ export class CommitQueue {
       }))
       return {
         pending: p,
-        entry: { subject: p.subject, fields: reads, probe: true, idempotencyKey: p.key },
+        entry: {
+          subject: p.subject,
+          fields: reads,
+          probe: true,
+          idempotencyKey: p.key,
+          oldValues: true,
+        },
         values: [],
       }
     }
     return {
       pending: p,
-      entry: { subject: p.subject, fields, probe: false, idempotencyKey: p.key },
+      entry: {
+        subject: p.subject,
+        fields,
+        probe: false,
+        idempotencyKey: p.key,
+        oldValues: p.oldValues,
+      },
       values,
     }
   }
@@ -300,7 +327,11 @@ export class CommitQueue {
           this.#remember(
             p.subject,
             entry.fields,
-            (_, i) => current[i] ?? null,
+            // A field that may have been written blind was not read: its value is not known.
+            (f, i) =>
+              entry.probe || entry.oldValues || f.expect !== undefined
+                ? (current[i] ?? null)
+                : undefined,
             () => true,
           )
           p.fresh = true
@@ -335,7 +366,8 @@ export class CommitQueue {
   #remember(
     subject: string,
     fields: readonly BatchField[],
-    value: (f: BatchField, i: number) => Raw,
+    /** The value to remember; `undefined` when not known (then not remembered). */
+    value: (f: BatchField, i: number) => Raw | undefined,
     keep: (f: BatchField) => boolean,
   ): void {
     let seen = this.#seen.get(subject)
@@ -344,9 +376,10 @@ export class CommitQueue {
     // no updater touched are not kept (store() of many subjects would fill the cache for nothing).
     fields.forEach((f, i) => {
       const k = fieldKey(f.kind, f.name)
-      if (keep(f) || seen?.has(k)) {
+      const v = value(f, i)
+      if (v !== undefined && (keep(f) || seen?.has(k))) {
         seen ??= new Map()
-        seen.set(k, value(f, i))
+        seen.set(k, v)
       }
     })
     if (!seen) return

@@ -175,7 +175,7 @@ export function createRedisStorage({
         return Promise.reject(new StorageError(NAME, 'commit', subject, 'the storage is closed'))
       const key = options?.idempotencyKey
       if (changes.length === 0 && key === undefined) return Promise.resolve({ changes: [] })
-      return track(queue.commit(subject, changes, key, policy))
+      return track(queue.commit(subject, changes, key, policy, options?.oldValues !== false))
     },
 
     get(subject, kind, name) {
@@ -260,7 +260,9 @@ async function execute(
       if (e.probe) flags += 'r'
       else {
         if (f.write !== null) values.push(f.write)
-        if (f.expect === undefined) flags += f.write === null ? 'd' : 's'
+        if (f.expect === undefined)
+          // Written blind (not read) when the caller does not need the old value.
+          flags += e.oldValues ? (f.write === null ? 'd' : 's') : f.write === null ? 'x' : 'w'
         else if (f.expect === null) flags += f.write === null ? 'E' : 'A'
         else {
           flags += f.write === null ? 'D' : 'S'

@@ -10,16 +10,18 @@ import type { Redis } from 'ioredis'
 /**
  * Applies a batch of subject commits (one hash per subject, KRules layout), each all or nothing.
  * Per subject it reads the old values with one HMGET and writes with one HSET and one HDEL:
- * `redis.call` dominates the cost of a script, so per-field calls are avoided.
+ * `redis.call` dominates the cost of a script, so per-field calls are avoided. Fields written
+ * blind (`w`, `x`) are not read: when all of an entry's fields are, it makes no HMGET at all.
  *
  * KEYS: the n subject hashes, then the idempotency keys of the entries that have one.
  * ARGV[1]: idempotency TTL (seconds); ARGV[2]: n; then per entry:
  *   c (field count), index in KEYS of its idempotency key (0: none), flags (one letter per field),
  *   the c field names, the values of the set fields, the expected values of the checked fields.
  * Flags: `s` set, `S` set if it holds the expected value, `A` set if absent; `d` delete, `D`
- * delete if it holds the expected value, `E` delete if absent; `r` read only (a probe).
+ * delete if it holds the expected value, `E` delete if absent; `r` read only (a probe); `w` set
+ * and `x` delete without reading the old value.
  * Returns per entry: status (1 applied, 0 not applied: check failed or probe, 2 duplicate key),
- * then the c values the fields held before (nil when absent).
+ * then the c values the fields held before (nil when absent, and for fields written blind).
  */
 const COMMIT = `
 local CHUNK = 1000
@@ -36,6 +38,14 @@ local function hmget(key, from, count)
   end
   return all
 end
+local function hmget_list(key, list)
+  local all = {}
+  for s = 1, #list, CHUNK do
+    local part = redis.call('HMGET', key, unpack(list, s, math.min(s + CHUNK - 1, #list)))
+    for i = 1, #part do all[s + i - 1] = part[i] end
+  end
+  return all
+end
 local out = {}
 local o = 0
 local a = 3
@@ -46,15 +56,34 @@ for k = 1, tonumber(ARGV[2]) do
   local flags = ARGV[a + 2]
   local names = a + 3
   local values = names + c
-  local cur = {}
-  if c > 0 then cur = hmget(key, names, c) end
-  local ok = true
-  local sets, dels = {}, {}
   local v, e = values, values
+  local blind = 0
   for i = 1, c do
     local f = string.byte(flags, i)
-    if f == 115 or f == 83 or f == 65 then e = e + 1 end
+    if f == 115 or f == 83 or f == 65 or f == 119 then e = e + 1 end
+    if f == 119 or f == 120 then blind = blind + 1 end
   end
+  local cur = {}
+  if blind == 0 then
+    if c > 0 then cur = hmget(key, names, c) end
+  else
+    local read, at = {}, {}
+    for i = 1, c do
+      local f = string.byte(flags, i)
+      if f == 119 or f == 120 then
+        cur[i] = false
+      else
+        read[#read + 1] = ARGV[names + i - 1]
+        at[#at + 1] = i
+      end
+    end
+    if #read > 0 then
+      local part = hmget_list(key, read)
+      for j = 1, #at do cur[at[j]] = part[j] end
+    end
+  end
+  local ok = true
+  local sets, dels = {}, {}
   for i = 1, c do
     local f = string.byte(flags, i)
     local old = cur[i]
@@ -66,7 +95,7 @@ for k = 1, tonumber(ARGV[2]) do
     elseif (f == 65 or f == 69) and old then
       ok = false
     end
-    if f == 115 or f == 83 or f == 65 then
+    if f == 115 or f == 83 or f == 65 or f == 119 then
       sets[#sets + 1] = ARGV[names + i - 1]
       sets[#sets + 1] = ARGV[v]
       v = v + 1
