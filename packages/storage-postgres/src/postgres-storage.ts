@@ -17,7 +17,7 @@ import {
   type EntryOutcome,
   parseRaw,
   type Raw,
-} from './commit-queue.js'
+} from '@substate/core/storage-kit'
 import { type Statements, statements } from './sql.js'
 
 /** A query as the storage sends it: always parameterized, named when it is prepared. */

@@ -9,7 +9,6 @@ import {
   type SubjectSnapshot,
   type SubjectStorage,
 } from '@substate/core'
-import type { Redis } from 'ioredis'
 import {
   type BatchEntry,
   type CommitBackend,
@@ -17,7 +16,8 @@ import {
   type EntryOutcome,
   parseRaw,
   type Raw,
-} from './commit-queue.js'
+} from '@substate/core/storage-kit'
+import type { Redis } from 'ioredis'
 import { bounded, call, wrap } from './connection.js'
 import { commitScript, flushScript, run } from './scripts.js'
 

@@ -1,7 +1,7 @@
 /*
- * Group commit with compare-and-set, shared by the Redis and PostgreSQL adapters (the two copies,
- * packages/storage-redis/src/commit-queue.ts and packages/storage-postgres/src/commit-queue.ts,
- * are kept identical; the backend-specific part is the `execute` function each adapter passes in).
+ * Group commit with compare-and-set, shared by the Redis and PostgreSQL adapters (and any adapter
+ * of a server that can check-and-write a batch in one round trip): the backend-specific part is
+ * the `execute` function each adapter passes in.
  *
  * - Commits of one subject run one at a time, in call order (so writers sharing a client never
  *   race each other; only other processes can make a compare-and-set fail).
@@ -13,16 +13,9 @@
  *   still that value. A failed check returns the current values; the updater is re-run on them,
  *   immediately the first time, then after a jittered exponential backoff, up to `maxAttempts`.
  */
-import {
-  type Change,
-  type CommitResult,
-  type CommittedChange,
-  ConflictError,
-  cloneJson,
-  type JsonValue,
-  type PropertyKind,
-  StorageError,
-} from '@substate/core'
+import { ConflictError, StorageError } from '../errors.js'
+import { cloneJson, type JsonValue } from '../json.js'
+import type { Change, CommitResult, CommittedChange, PropertyKind } from '../storage.js'
 
 /** A stored value as the backend holds it: its JSON text, or `null` when absent. */
 export type Raw = string | null

@@ -1,0 +1,22 @@
+/**
+ * Building blocks for storage adapters of servers that can check-and-write a batch in one round
+ * trip (Redis with Lua, PostgreSQL with one statement): a group-commit queue that keeps commits of
+ * one subject in order, batches commits of different subjects, and applies updaters by
+ * compare-and-set with bounded, jittered retries. `@substate/storage-redis` and
+ * `@substate/storage-postgres` are built on it.
+ *
+ * @example
+ * import { CommitQueue } from '@substate/core/storage-kit'
+ * const queue = new CommitQueue({ name: 'storage-mydb', execute: (entries) => runBatch(entries) })
+ * @module
+ */
+
+export type {
+  BatchEntry,
+  BatchField,
+  CommitBackend,
+  EntryOutcome,
+  Raw,
+  RetryPolicy as CommitRetryPolicy,
+} from './commit-queue.js'
+export { CommitQueue, parseRaw } from './commit-queue.js'
