@@ -1099,7 +1099,7 @@ class Engine implements Container {
 
   async #unit(input: IncomingEvent, key: string): Promise<ReceiveResult> {
     if (this.#recent.has(key)) return { status: 'duplicate' }
-    const unit: UnitOfWork = { touched: new Map() }
+    const unit: UnitOfWork = { touched: new Set() }
     const subject = this.subject(input.subject)
     const event: SubstateEvent = {
       id: input.id,
@@ -1126,20 +1126,12 @@ class Engine implements Container {
       this.#discard(unit)
       return { status: 'failed', result, error: failed.error }
     }
-    const idempotent = new Map<SubjectStorage, boolean>()
-    for (const [s, generation] of unit.touched) {
-      if (s.generation !== generation) {
-        this.#discard(unit)
-        return {
-          status: 'failed',
-          result,
-          error: new Error(`${s.name} was reset by a failed unit of work meanwhile; retry`),
-        }
-      }
-      const storage = this.#host.storageFor(s.name)
-      if (!idempotent.has(storage)) idempotent.set(storage, storage.capabilities.idempotent)
+    for (const s of unit.touched) {
+      // The unit's own writes only (and any made outside units), keyed by the event, so a
+      // redelivery has no second effect even where another process handles it.
+      const idempotent = this.#host.storageFor(s.name).capabilities.idempotent
       try {
-        await s.store(idempotent.get(storage) ? { idempotencyKey: key } : undefined)
+        await s.store(idempotent ? { idempotencyKey: key, unit } : { unit })
       } catch (e) {
         this.#discard(unit)
         return { status: 'failed', result, error: e as Error }
@@ -1149,9 +1141,9 @@ class Engine implements Container {
     return { status: 'handled', result }
   }
 
-  /** Drops what a failed unit cached, so a redelivery starts from storage. */
+  /** Drops what a failed unit cached (and only that), so a redelivery starts from storage. */
   #discard(unit: UnitOfWork): void {
-    for (const s of unit.touched.keys()) if (s.dirty) s.reset()
+    for (const s of unit.touched) s.dropUnit(unit)
   }
 
   // ---- observation ----

@@ -4,8 +4,8 @@ import type { HandlerFailure } from './types.js'
 
 /** Work that entered from outside: the subjects it touched are stored before it is acknowledged. */
 export interface UnitOfWork {
-  /** Subjects touched, with their generation at first touch (a reset in between fails the unit). */
-  readonly touched: Map<SubjectState, number>
+  /** Subjects the unit wrote to (cached writes, tagged with the unit). */
+  readonly touched: Set<SubjectState>
 }
 
 /**

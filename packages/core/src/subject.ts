@@ -1,7 +1,7 @@
 import { filter, map, type Observable } from 'rxjs'
 import { isSubstateError, PropertyNotFoundError, StorageError } from './errors.js'
 import { cloneJson, copyJson, type JsonValue, jsonEqual } from './json.js'
-import { type Scope, scopes } from './scope.js'
+import { type Scope, scopes, type UnitOfWork } from './scope.js'
 import type {
   Change,
   CommitOptions,
@@ -46,6 +46,20 @@ type Pending =
   | { readonly op: 'delete' }
   | { readonly op: 'update'; readonly fns: readonly ((v: JsonValue | undefined) => JsonValue)[] }
 
+/** One writer's folded pending change of a property (`unit` undefined: outside any unit). */
+interface Segment {
+  readonly unit: UnitOfWork | undefined
+  readonly change: Pending
+}
+
+/** Writes taken out of pending for one commit. */
+interface Taken {
+  readonly kind: PropertyKind
+  readonly name: string
+  readonly change: Pending
+  readonly segs: readonly Segment[]
+}
+
 const applyFns = (fns: Pending & { op: 'update' }, v: JsonValue | undefined): JsonValue => {
   let out = v
   for (const f of fns.fns) out = f(out)
@@ -57,6 +71,27 @@ function fold(prev: Pending | undefined, next: Pending): Pending {
   if (prev === undefined || next.op !== 'update') return next
   if (prev.op === 'update') return { op: 'update', fns: [...prev.fns, ...next.fns] }
   return { op: 'set', value: applyFns(next, prev.op === 'set' ? prev.value : undefined) }
+}
+
+/** `value` with the pending writes `segs` applied in order (an updater that now throws is skipped). */
+function replay(
+  segs: readonly Segment[] | undefined,
+  value: JsonValue | undefined,
+): JsonValue | undefined {
+  let out = value
+  for (const seg of segs ?? []) {
+    const p = seg.change
+    if (p.op === 'set') out = p.value
+    else if (p.op === 'delete') out = undefined
+    else {
+      try {
+        out = applyFns(p, out)
+      } catch {
+        // It ran before on another base; storage will run it again at commit and report then.
+      }
+    }
+  }
+  return out
 }
 
 function toChange(kind: PropertyKind, name: string, p: Pending): Change {
@@ -91,13 +126,15 @@ export class SubjectState implements Subject {
   #ext = new Map<string, JsonValue>()
   #loaded = false
   #loading: Promise<void> | undefined
-  /** Pending cached writes, per kind, one folded change per property. */
-  #pending: { prop: Map<string, Pending>; ext: Map<string, Pending> } | undefined
+  /**
+   * Pending cached writes, per kind and property: one folded change per writer, a writer being a
+   * unit of work or `undefined` (code outside any unit). A unit commits only its own writes (and
+   * those made outside units), so a unit that fails never has its writes stored by another.
+   */
+  #pending: { prop: Map<string, Segment[]>; ext: Map<string, Segment[]> } | undefined
   /** Commits of this subject run one after another (store, write-through, flush). */
   #chain: Promise<unknown> = SETTLED
   #busy = 0
-  /** Bumped when cached state is discarded; units of work that touched it before then fail. */
-  generation = 0
   /** Set by the identity map's clock when the subject was used since the last sweep. */
   recentlyUsed = true
   /** Set when the identity map dropped this state: handles then forward to the live one. */
@@ -127,14 +164,30 @@ export class SubjectState implements Subject {
     this.#loaded = false
   }
 
-  /** Discards the cache and pending writes (after a failed unit of work or a duplicate commit). */
-  reset(): void {
-    this.#pending = undefined
+  /**
+   * Drops the pending writes of a failed unit of work; the cache is then rebuilt from storage plus
+   * the writes still pending, so nothing the unit did is stored and others' writes stay.
+   */
+  dropUnit(unit: UnitOfWork): void {
+    let dropped = false
+    for (const map of this.#pendingMaps()) {
+      for (const [name, segs] of map) {
+        const kept = segs.filter((seg) => seg.unit !== unit)
+        if (kept.length === segs.length) continue
+        dropped = true
+        if (kept.length === 0) map.delete(name)
+        else map.set(name, kept)
+      }
+    }
+    if (dropped) this.#rebase()
+  }
+
+  /** Forgets the cached values: the next access reloads them and replays the pending writes. */
+  #rebase(): void {
     this.#props.clear()
     this.#ext.clear()
     this.#loaded = false
     this.#loading = undefined
-    this.generation++
   }
 
   // ---- reads ----
@@ -284,17 +337,8 @@ export class SubjectState implements Subject {
       if (had && jsonEqual(oldValue, newValue)) return Promise.resolve(cloneJson(newValue))
       map.set(property, newValue)
     }
-    this.#pending ??= { prop: new Map(), ext: new Map() }
-    const pendingMap = this.#pending[kind]
-    const pending = pendingMap.get(property)
-    // Fold against the cache: an updater after a set/delete becomes a set of the computed value.
-    pendingMap.set(
-      property,
-      next.op === 'update' && pending !== undefined && pending.op !== 'update'
-        ? { op: 'set', value: newValue! }
-        : fold(pending, next),
-    )
     const scope = scopes.getStore()
+    this.#addPending(kind, property, scope?.unit, next, newValue)
     this.#touch(scope)
     const result = next.op === 'delete' ? oldValue : cloneJson(newValue)
     if (kind === 'ext' || options?.muted) return Promise.resolve(result)
@@ -310,15 +354,19 @@ export class SubjectState implements Subject {
     next: Pending,
     options: WriteOptions | undefined,
   ): Promise<JsonValue | undefined | typeof NOT_FOUND> {
+    const unit = scopes.getStore()?.unit
     const c = await this.#serial(async () => {
-      // A pending cached write of this property is committed with this one, in order.
-      const pending = this.#pending?.[kind].get(property)
-      const change = toChange(kind, property, fold(pending, next))
+      // This writer's pending cached write of the property is committed with this one, in order.
+      const own = this.#pending?.[kind].get(property)?.find((seg) => seg.unit === unit)
+      const change = toChange(kind, property, fold(own?.change, next))
       const committed = (await this.#commit([change], undefined, 'commit')).changes[0]!
-      if (this.#pending?.[kind].get(property) === pending) {
-        this.#pending?.[kind].delete(property)
-        if (this.#loaded) this.#cacheStored(kind, property, committed.newValue)
+      const segs = this.#pendingNow()?.[kind].get(property)
+      const rest = own === undefined ? segs : segs?.filter((seg) => seg !== own)
+      if (own !== undefined && segs !== undefined) {
+        if (rest!.length === 0) this.#pending![kind].delete(property)
+        else this.#pending![kind].set(property, rest!)
       }
+      if (this.#loaded) this.#cacheStored(kind, property, replay(rest, committed.newValue))
       return committed
     })
     // Events go out after the commit section, so a handler may write this subject again.
@@ -329,43 +377,43 @@ export class SubjectState implements Subject {
     return next.op === 'delete' ? c.oldValue : cloneJson(c.newValue)
   }
 
-  async store(options?: CommitOptions): Promise<void> {
+  /**
+   * Commits pending cached writes, all or nothing: those of the current unit of work (inside one)
+   * and those made outside any unit. On failure they stay pending and it rejects.
+   */
+  async store(options?: CommitOptions & { unit?: UnitOfWork }): Promise<void> {
     if (this.evicted) return this.#forward().store(options)
+    const unit = options?.unit ?? scopes.getStore()?.unit
     const corrections = await this.#serial(async () => {
       // Another process may have written in between: the stored value wins and is announced.
       const corrections: Array<[string, JsonValue | undefined, JsonValue | undefined]> = []
-      if (!this.dirty) return corrections
-      const taken = this.#pending!
-      this.#pending = undefined
-      const changes: Change[] = []
-      for (const kind of ['prop', 'ext'] as const) {
-        for (const [name, p] of taken[kind]) changes.push(toChange(kind, name, p))
-      }
+      const taken = this.#takePending(unit)
+      if (taken.length === 0) return corrections
       let result: Awaited<ReturnType<SubjectStorage['commit']>>
       try {
         // store() compares stored new values with the cache; old values are not needed.
-        result = await this.#commit(changes, { ...options, oldValues: false }, 'store')
-      } catch (e) {
-        // Nothing was written: put the changes back under whatever was set meanwhile.
-        for (const kind of ['prop', 'ext'] as const) {
-          for (const [name, p] of this.#pendingNow()?.[kind] ?? [])
-            taken[kind].set(name, fold(taken[kind].get(name), p))
+        const changes = taken.map((t) => toChange(t.kind, t.name, t.change))
+        const commitOptions: CommitOptions = { oldValues: false }
+        if (options?.idempotencyKey !== undefined) {
+          ;(commitOptions as { idempotencyKey?: string }).idempotencyKey = options.idempotencyKey
         }
-        this.#pending = taken
+        result = await this.#commit(changes, commitOptions, 'store')
+      } catch (e) {
+        this.#restorePending(taken) // nothing was written: the writes stay pending, first in line
         throw e
       }
       if (result.duplicate) {
-        // Already applied by an earlier delivery: our cache holds a second application.
-        this.reset()
+        // Already applied by an earlier delivery: the cache holds a second application.
+        this.#rebase()
         return corrections
       }
       for (const c of result.changes) {
-        if (this.#pendingNow()?.[c.kind].has(c.name)) continue
         const map = c.kind === 'prop' ? this.#props : this.#ext
+        const expected = replay(this.#pendingNow()?.[c.kind].get(c.name), c.newValue)
         const cached = map.get(c.name)
-        if (!jsonEqual(cached, c.newValue)) {
-          this.#cacheStored(c.kind, c.name, c.newValue)
-          if (c.kind === 'prop') corrections.push([c.name, cached, c.newValue])
+        if (!jsonEqual(cached, expected)) {
+          this.#cacheStored(c.kind, c.name, expected)
+          if (c.kind === 'prop') corrections.push([c.name, cached, expected])
         }
       }
       return corrections
@@ -431,7 +479,7 @@ export class SubjectState implements Subject {
   #touch(scope: Scope | undefined = scopes.getStore()): void {
     this.recentlyUsed = true
     const unit = scope?.unit
-    if (unit !== undefined && !unit.touched.has(this)) unit.touched.set(this, this.generation)
+    if (unit !== undefined) unit.touched.add(this)
   }
 
   #withLoad(): Promise<void> {
@@ -439,8 +487,82 @@ export class SubjectState implements Subject {
   }
 
   /** The pending writes as of now (a method, so TypeScript does not narrow across awaits). */
-  #pendingNow(): { prop: Map<string, Pending>; ext: Map<string, Pending> } | undefined {
+  #pendingNow(): { prop: Map<string, Segment[]>; ext: Map<string, Segment[]> } | undefined {
     return this.#pending
+  }
+
+  #pendingMaps(): Array<Map<string, Segment[]>> {
+    return this.#pending === undefined ? [] : [this.#pending.prop, this.#pending.ext]
+  }
+
+  /** Records a cached write of `writer`, folded into that writer's pending change. */
+  #addPending(
+    kind: PropertyKind,
+    name: string,
+    writer: UnitOfWork | undefined,
+    next: Pending,
+    newValue: JsonValue | undefined,
+  ): void {
+    this.#pending ??= { prop: new Map(), ext: new Map() }
+    const map = this.#pending[kind]
+    const segs = map.get(name)
+    if (segs === undefined) {
+      map.set(name, [{ unit: writer, change: next }])
+      return
+    }
+    const i = segs.findIndex((seg) => seg.unit === writer)
+    if (i < 0) {
+      segs.push({ unit: writer, change: next })
+      return
+    }
+    const prev = segs[i]!.change
+    // The only writer of this property: an updater after its set/delete is a set of the value
+    // the cache just computed (no second run of the updater).
+    const change =
+      segs.length === 1 && next.op === 'update' && prev.op !== 'update'
+        ? ({ op: 'set', value: newValue! } as const)
+        : fold(prev, next)
+    segs[i] = { unit: writer, change }
+  }
+
+  /** Takes the writes `writer` may commit (its own and those outside units), folded per property. */
+  #takePending(writer: UnitOfWork | undefined): Taken[] {
+    const taken: Taken[] = []
+    for (const kind of ['prop', 'ext'] as const) {
+      const map = this.#pending?.[kind]
+      if (map === undefined) continue
+      for (const [name, segs] of map) {
+        let change: Pending | undefined
+        const mine: Segment[] = []
+        const rest: Segment[] = []
+        for (const seg of segs) {
+          if (seg.unit === writer || seg.unit === undefined) {
+            change = fold(change, seg.change)
+            mine.push(seg)
+          } else rest.push(seg)
+        }
+        if (change === undefined) continue
+        if (rest.length === 0) map.delete(name)
+        else map.set(name, rest)
+        taken.push({ kind, name, change, segs: mine })
+      }
+    }
+    return taken
+  }
+
+  /** Puts taken writes back in front of what was written meanwhile (a failed commit). */
+  #restorePending(taken: readonly Taken[]): void {
+    this.#pending ??= { prop: new Map(), ext: new Map() }
+    for (const t of taken) {
+      const map = this.#pending[t.kind]
+      const merged = [...t.segs]
+      for (const seg of map.get(t.name) ?? []) {
+        const i = merged.findIndex((m) => m.unit === seg.unit)
+        if (i < 0) merged.push(seg)
+        else merged[i] = { unit: seg.unit, change: fold(merged[i]!.change, seg.change) }
+      }
+      map.set(t.name, merged)
+    }
   }
 
   /** Counts `work` as in flight (not evictable) until it settles. */
@@ -456,10 +578,15 @@ export class SubjectState implements Subject {
     if (this.#loaded) return Promise.resolve()
     this.#loading ??= this.#storage.load(this.name).then(
       (snap) => {
-        // Cached writes made while loading (none: writes await the load) would win here.
-        for (const [k, v] of Object.entries(snap.props))
-          if (!this.#props.has(k)) this.#props.set(k, v)
-        for (const [k, v] of Object.entries(snap.ext)) if (!this.#ext.has(k)) this.#ext.set(k, v)
+        for (const [k, v] of Object.entries(snap.props)) this.#props.set(k, v)
+        for (const [k, v] of Object.entries(snap.ext)) this.#ext.set(k, v)
+        // After a rebase, the writes still pending apply on top of what storage holds.
+        for (const kind of ['prop', 'ext'] as const) {
+          const map = kind === 'prop' ? this.#props : this.#ext
+          for (const [name, segs] of this.#pending?.[kind] ?? []) {
+            this.#cacheStored(kind, name, replay(segs, map.get(name)))
+          }
+        }
         this.#loaded = true
         this.#loading = undefined
       },

@@ -205,3 +205,58 @@ describe('duplicate window', () => {
     expect(handled).toBe(5)
   })
 })
+
+describe('units of work sharing a subject', () => {
+  it("a unit never stores another unit's writes: a failed unit's redelivery has exactly one effect", async () => {
+    const storage = createMemoryStorage()
+    const c = createContainer({ storage })
+    c.onError(() => {})
+    let failNext = true
+    c.handlers().on('tick', async (ctx) => {
+      await c.subject('shared').set('n', (v = 0) => v + 1)
+      if (ctx.subject.name === 's2') {
+        await new Promise((r) => setTimeout(r, 30)) // s1's unit finishes and stores meanwhile
+        if (failNext) {
+          failNext = false
+          throw new Error('s2 fails once')
+        }
+      }
+    })
+    const e1 = incoming('s1')
+    const e2 = incoming('s2')
+    const [r1, r2] = await Promise.all([c.receive(e1), c.receive(e2)])
+    expect([r1.status, r2.status]).toEqual(['handled', 'failed'])
+    expect((await storage.load('shared')).props).toEqual({ n: 1 }) // s1's increment only
+    expect((await c.receive(e2)).status).toBe('handled') // the redelivery
+    expect((await storage.load('shared')).props).toEqual({ n: 2 })
+    expect(await c.subject('shared').get('n')).toBe(2)
+  })
+
+  it("a failed unit drops only its own writes; a concurrent unit's pending writes survive", async () => {
+    const storage = createMemoryStorage()
+    const c = createContainer({ storage })
+    c.onError(() => {})
+    c.handlers().on('tick', async (ctx) => {
+      await c.subject('shared').set(ctx.subject.name, true)
+      await c.subject('shared').set('n', (v = 0) => v + 10)
+      await new Promise((r) => setTimeout(r, ctx.subject.name === 'a' ? 5 : 40))
+      if (ctx.subject.name === 'a') throw new Error('a fails')
+    })
+    const [ra, rb] = await Promise.all([c.receive(incoming('a')), c.receive(incoming('b'))])
+    expect([ra.status, rb.status]).toEqual(['failed', 'handled'])
+    expect((await storage.load('shared')).props).toEqual({ b: true, n: 10 })
+    expect(c.subject('shared').toJSON().props).toEqual({ b: true, n: 10 })
+  })
+
+  it('a handler that calls store() itself commits its own unit only', async () => {
+    const storage = createMemoryStorage()
+    const c = createContainer({ storage })
+    await c.subject('shared').set('outside', 1) // pending, written outside any unit
+    c.handlers().on('tick', async () => {
+      await c.subject('shared').set('inside', 2)
+      await c.subject('shared').store()
+    })
+    expect((await c.receive(incoming('x'))).status).toBe('handled')
+    expect((await storage.load('shared')).props).toEqual({ outside: 1, inside: 2 })
+  })
+})
