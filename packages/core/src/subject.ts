@@ -49,7 +49,8 @@ type Pending =
 /** One writer's folded pending change of a property (`unit` undefined: outside any unit). */
 interface Segment {
   readonly unit: UnitOfWork | undefined
-  readonly change: Pending
+  /** Replaced (never mutated) on each fold: a commit in flight compares it by identity. */
+  change: Pending
 }
 
 /** Writes taken out of pending for one commit. */
@@ -358,11 +359,14 @@ export class SubjectState implements Subject {
     const c = await this.#serial(async () => {
       // This writer's pending cached write of the property is committed with this one, in order.
       const own = this.#pending?.[kind].get(property)?.find((seg) => seg.unit === unit)
-      const change = toChange(kind, property, fold(own?.change, next))
+      const ownChange = own?.change
+      const change = toChange(kind, property, fold(ownChange, next))
       const committed = (await this.#commit([change], undefined, 'commit')).changes[0]!
       const segs = this.#pendingNow()?.[kind].get(property)
-      const rest = own === undefined ? segs : segs?.filter((seg) => seg !== own)
-      if (own !== undefined && segs !== undefined) {
+      // Unless the writer wrote this property again meanwhile, its pending write is now stored.
+      const done = own !== undefined && own.change === ownChange
+      const rest = done ? segs?.filter((seg) => seg !== own) : segs
+      if (done && segs !== undefined) {
         if (rest!.length === 0) this.#pending![kind].delete(property)
         else this.#pending![kind].set(property, rest!)
       }
@@ -510,8 +514,9 @@ export class SubjectState implements Subject {
       map.set(name, [{ unit: writer, change: next }])
       return
     }
-    const i = segs.findIndex((seg) => seg.unit === writer)
-    if (i < 0) {
+    let i = 0 // a loop, not findIndex: this runs on every cached write
+    while (i < segs.length && segs[i]!.unit !== writer) i++
+    if (i === segs.length) {
       segs.push({ unit: writer, change: next })
       return
     }
@@ -522,7 +527,7 @@ export class SubjectState implements Subject {
       segs.length === 1 && next.op === 'update' && prev.op !== 'update'
         ? ({ op: 'set', value: newValue! } as const)
         : fold(prev, next)
-    segs[i] = { unit: writer, change }
+    segs[i]!.change = change
   }
 
   /** Takes the writes `writer` may commit (its own and those outside units), folded per property. */
