@@ -102,7 +102,7 @@ export function pubsubSubscriber(
     closeTimeout = 10_000,
     subscriberOptions,
     onInvalid = () => 'nack',
-    onError = (error, message) =>
+    onError: userOnError = (error, message) =>
       console.error(`[pubsub]${message ? ` message ${message.id}:` : ''} ${error.message}`),
   }: PubsubSubscriberOptions,
 ): PubsubSubscriber {
@@ -114,6 +114,14 @@ export function pubsubSubscriber(
   if (names.length === 0 || names.some((n) => typeof n !== 'string' || n === ''))
     throw new TypeError('pubsubSubscriber(): subscriptions must be one or more subscription names')
 
+  // A throwing hook must not leave a message un-acked (and its ordering key stuck) or crash Node.
+  const onError = (error: Error, message?: Message): void => {
+    try {
+      userOnError(error, message)
+    } catch (hookError) {
+      console.error('[pubsub] the onError hook threw:', hookError)
+    }
+  }
   const counts = { received: 0, acked: 0, nacked: 0, invalid: 0 }
   const inflight = new Set<Promise<unknown>>()
   // Per ordering key, the outcome of the last message: whether the next one may run.
@@ -165,8 +173,13 @@ export function pubsubSubscriber(
     counts.received++
     const key = m.orderingKey
     const prev = key ? tails.get(key) : undefined
-    const run =
+    const run = (
       prev === undefined ? handle(m, source) : prev.then((ok) => (ok ? handle(m, source) : nack(m)))
+    ).catch((e: unknown) => {
+      // handle() catches what it expects; anything else must still end in a nack, not a hang.
+      onError(e instanceof Error ? e : new Error(String(e)), m)
+      return nack(m)
+    })
     if (key) tails.set(key, run)
     inflight.add(run)
     void run.finally(() => {

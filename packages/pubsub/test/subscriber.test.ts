@@ -135,6 +135,23 @@ describeWith('pubsub', 'pubsubSubscriber (emulator)', () => {
     expect(attempts).toBe(2)
   })
 
+  it('an onError hook that throws does not leave the message un-acked, nor crash', async () => {
+    const s = await setup()
+    const sub = subscribe(s, {
+      onError: () => {
+        throw new Error('a broken hook')
+      },
+      onInvalid: () => 'ack',
+    })
+    // not an event: onError is called (and throws), then onInvalid decides
+    await s.fixture.publish({
+      data: '{}',
+      attributes: { 'ce-specversion': '1.0', 'ce-id': 'h-1', 'ce-type': 'x' },
+    })
+    await until(() => sub.stats().acked === 1)
+    expect(sub.stats()).toMatchObject({ invalid: 1, acked: 1 })
+  })
+
   it('does not handle the same CloudEvent twice (acks the duplicate)', async () => {
     const s = await setup()
     let handled = 0
