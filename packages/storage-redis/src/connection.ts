@@ -10,6 +10,8 @@ import type { Redis } from 'ioredis'
 interface Health {
   /** The last connection error since the client was last ready. */
   lastError: Error | undefined
+  /** The one wait for `ready` that every call made while connecting shares. */
+  waiting: Promise<void> | undefined
 }
 
 const health = new WeakMap<Redis, Health>()
@@ -21,7 +23,7 @@ const health = new WeakMap<Redis, Health>()
 function watch(client: Redis): Health {
   let h = health.get(client)
   if (!h) {
-    const state: Health = { lastError: undefined }
+    const state: Health = { lastError: undefined, waiting: undefined }
     client.on('error', (e: Error) => {
       state.lastError = e
     })
@@ -42,7 +44,8 @@ function ready(client: Redis, h: Health): Promise<void> | undefined {
   if (status === 'end')
     return Promise.reject(new Error('the ioredis client was closed (quit() or disconnect())'))
   if (h.lastError) return Promise.reject(h.lastError)
-  return new Promise((resolve, reject) => {
+  // Shared, so calls that time out while connecting leave no listeners behind on the client.
+  h.waiting ??= new Promise<void>((resolve, reject) => {
     const done = (): void => {
       client.off('ready', onReady)
       client.off('error', onError)
@@ -60,7 +63,10 @@ function ready(client: Redis, h: Health): Promise<void> | undefined {
     client.once('ready', onReady)
     client.once('error', onError)
     client.once('end', onEnd)
+  }).finally(() => {
+    h.waiting = undefined
   })
+  return h.waiting
 }
 
 /** Where the client connects, for error hints. */
