@@ -47,7 +47,17 @@ export function eventsStream(
           ended = true
           sub?.unsubscribe()
           clearInterval(timer)
-          void writing.then(() => resolve())
+          // Queued writes may go out, but a client that stopped reading must not hold the
+          // response open: past a short grace the stream is aborted.
+          const grace = setTimeout(() => {
+            stream.abort()
+            resolve()
+          }, 1000)
+          grace.unref?.()
+          void writing.then(() => {
+            clearTimeout(grace)
+            resolve()
+          })
         }
         const write = (fn: () => Promise<unknown>): void => {
           writing = writing.then(fn).catch(end)
