@@ -38,6 +38,11 @@ export interface PgQueryConfig {
 export interface PgQueryable {
   /** Runs one query (`pg.Pool#query`, `pg.Client#query`). */
   query(config: PgQueryConfig): Promise<{ rows: unknown[] }>
+  /** A Pool's checkout (`pg.Pool#connect`): lets a query wait for a connection without being sent late. */
+  connect?(): Promise<{
+    query(config: PgQueryConfig): Promise<{ rows: unknown[] }>
+    release(err?: Error): void
+  }>
   /** A Pool's settings; `max` (its size) tells a pool from a single client. */
   readonly options?: {
     readonly host?: string | undefined
@@ -188,20 +193,34 @@ export function createPostgresStorage({
         expired = true
         reject(new TimeoutError('postgres query', timeout))
       }, timeout)
+      const done = (result: { rows: unknown[] }): void => {
+        clearTimeout(timer)
+        resolve(result.rows as Record<string, unknown>[])
+      }
+      const failed = (e: unknown): void => {
+        clearTimeout(timer)
+        reject(e)
+      }
       const send = (): Promise<void> =>
-        expired
-          ? Promise.resolve()
-          : pool.query(config).then(
-              (result) => {
-                clearTimeout(timer)
-                resolve(result.rows as Record<string, unknown>[])
-              },
-              (e: unknown) => {
-                clearTimeout(timer)
-                reject(e)
-              },
-            )
-      if (typeof poolSize === 'number') void send()
+        expired ? Promise.resolve() : pool.query(config).then(done, failed)
+      // A pool's checkout can wait past the deadline: then the connection goes back unused, so a
+      // query the caller was told failed is never sent later.
+      const checkout = (): Promise<void> =>
+        pool.connect!().then((client) => {
+          if (expired) return client.release()
+          return client.query(config).then(
+            (result) => {
+              client.release()
+              done(result)
+            },
+            (e: unknown) => {
+              client.release(e instanceof Error ? e : undefined) // as pg.Pool#query does
+              failed(e)
+            },
+          )
+        }, failed)
+      if (typeof poolSize === 'number')
+        void (typeof pool.connect === 'function' ? checkout() : send())
       else state.last = state.last.then(send)
     })
 

@@ -350,6 +350,20 @@ describeWith('postgres', 'storage-postgres', () => {
     await p.end()
   })
 
+  it('never sends a commit late: one that timed out waiting for a pool connection is dropped', async () => {
+    const small = new pg.Pool({ connectionString: databaseUrl, max: 1 })
+    const s = storage(`late_${Date.now().toString(36)}`, { pool: small, timeout: 300 })
+    await s.load('warm-up') // creates the table
+    const held = await small.connect() // the only connection is busy
+    const err = await s.commit('late:1', [set('v', 1)]).catch((e: unknown) => e)
+    expect(isSubstateError(err, 'STORAGE')).toBe(true)
+    expect(isSubstateError((err as Error).cause, 'TIMEOUT')).toBe(true)
+    held.release()
+    await new Promise((r) => setTimeout(r, 300))
+    expect(await s.get('late:1', 'prop', 'v')).toBeUndefined()
+    await small.end()
+  })
+
   it('times out, with a StorageError naming the server, when PostgreSQL accepts but never answers', async () => {
     const sockets: Socket[] = []
     const server: Server = createServer((socket) => sockets.push(socket))
