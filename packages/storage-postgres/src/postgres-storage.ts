@@ -38,11 +38,6 @@ export interface PgQueryConfig {
 export interface PgQueryable {
   /** Runs one query (`pg.Pool#query`, `pg.Client#query`). */
   query(config: PgQueryConfig): Promise<{ rows: unknown[] }>
-  /** A Pool's checkout (`pg.Pool#connect`): lets a query wait for a connection without being sent late. */
-  connect?(): Promise<{
-    query(config: PgQueryConfig): Promise<{ rows: unknown[] }>
-    release(err?: Error): void
-  }>
   /** A Pool's settings; `max` (its size) tells a pool from a single client. */
   readonly options?: {
     readonly host?: string | undefined
@@ -181,6 +176,13 @@ export function createPostgresStorage({
   const state = poolState(pool)
 
   const poolSize = pool.options?.max
+  // A pool's checkout (`pg.Pool#connect`; a lone `pg.Client#connect` is something else).
+  const checkoutOf = pool as unknown as {
+    connect?: () => Promise<{
+      query(config: PgQueryConfig): Promise<{ rows: unknown[] }>
+      release(err?: Error): void
+    }>
+  }
   /**
    * Runs one query within the deadline; the driver error is the rejection. On a single client
    * (no pool size) queries go one at a time, and one whose deadline passed while waiting is not
@@ -206,7 +208,7 @@ export function createPostgresStorage({
       // A pool's checkout can wait past the deadline: then the connection goes back unused, so a
       // query the caller was told failed is never sent later.
       const checkout = (): Promise<void> =>
-        pool.connect!().then((client) => {
+        checkoutOf.connect!().then((client) => {
           if (expired) return client.release()
           return client.query(config).then(
             (result) => {
@@ -220,7 +222,7 @@ export function createPostgresStorage({
           )
         }, failed)
       if (typeof poolSize === 'number')
-        void (typeof pool.connect === 'function' ? checkout() : send())
+        void (typeof checkoutOf.connect === 'function' ? checkout() : send())
       else state.last = state.last.then(send)
     })
 
