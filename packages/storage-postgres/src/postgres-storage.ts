@@ -15,6 +15,7 @@ import {
   type CommitBackend,
   CommitQueue,
   type EntryOutcome,
+  literalPrefix,
   parseRaw,
   type Raw,
 } from '@substate/core/storage-kit'
@@ -123,13 +124,6 @@ const pools = new WeakMap<PgQueryable, PoolState>()
 const member = (name: string, raw: string): string => `${JSON.stringify(name)}:${raw}`
 /** Whether JSON text holds the escaped NUL character, which jsonb cannot store. */
 const NUL = /(?:^|[^\\])(?:\\\\)*\\u0000/
-
-/** The literal start of a glob, which every name it matches begins with. */
-function literalPrefix(pattern: string): string {
-  if (pattern.startsWith('!') || pattern.startsWith('.')) return ''
-  const special = pattern.search(/[*?[\]{}()!+@\\]/)
-  return special === -1 ? pattern : pattern.slice(0, special)
-}
 
 /**
  * A storage keeping subjects in a PostgreSQL table, KRules' `subjects(subject_name text primary

@@ -14,6 +14,7 @@ import {
   type CommitBackend,
   CommitQueue,
   type EntryOutcome,
+  literalPrefix,
   parseRaw,
   type Raw,
 } from '@substate/core/storage-kit'
@@ -73,13 +74,6 @@ const field = (kind: PropertyKind, name: string): string => (kind === 'prop' ? '
 
 /** Escapes a literal for a Redis MATCH pattern. */
 const escapeMatch = (s: string): string => s.replace(/[*?[\]\\]/g, '\\$&')
-
-/** The literal start of a glob, which every name it matches begins with. */
-function literalPrefix(pattern: string): string {
-  if (pattern.startsWith('!') || pattern.startsWith('.')) return ''
-  const special = pattern.search(/[*?[\]{}()!+@\\]/)
-  return special === -1 ? pattern : pattern.slice(0, special)
-}
 
 /**
  * A storage keeping subjects in Redis, in the KRules 3.x layout, so a Python KRules service can

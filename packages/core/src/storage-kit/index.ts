@@ -20,3 +20,4 @@ export type {
   RetryPolicy as CommitRetryPolicy,
 } from './commit-queue.js'
 export { CommitQueue, parseRaw } from './commit-queue.js'
+export { literalPrefix } from './literal-prefix.js'
