@@ -134,7 +134,8 @@ export class SubjectState implements Subject {
    */
   #pending: { prop: Map<string, Segment[]>; ext: Map<string, Segment[]> } | undefined
   /** Commits of this subject run one after another (store, write-through, flush). */
-  #chain: Promise<unknown> = SETTLED
+  /** Commit sections waiting for the one running (`#serial`); undefined while none runs. */
+  #queue: Array<() => void> | undefined
   #busy = 0
   /** Set by the identity map's clock when the subject was used since the last sweep. */
   recentlyUsed = true
@@ -603,24 +604,47 @@ export class SubjectState implements Subject {
     return this.#loading
   }
 
+  /**
+   * Runs commit sections of this subject one after another. When none is running, `fn` starts at
+   * once (no promise chain to build: this is on the path of every store and write-through).
+   */
   #serial<T>(fn: () => Promise<T>): Promise<T> {
     this.#busy++
-    const run = this.#chain.then(fn, fn)
-    this.#chain = run.then(
-      () => undefined,
-      () => undefined,
-    )
-    return run.finally(() => {
-      this.#busy--
+    const run = (): Promise<T> => {
+      let p: Promise<T>
+      try {
+        p = fn()
+      } catch (e) {
+        p = Promise.reject(e)
+      }
+      p.then(this.#next, this.#next)
+      return p
+    }
+    if (this.#queue === undefined) {
+      this.#queue = []
+      return run()
+    }
+    return new Promise<T>((resolve, reject) => {
+      this.#queue!.push(() => run().then(resolve, reject))
     })
   }
 
-  async #commit(changes: Change[], options: CommitOptions | undefined, op: string) {
-    try {
-      return await this.#storage.commit(this.name, changes, options)
-    } catch (e) {
+  /** The commit section finished: start the next one, or mark the chain idle. */
+  readonly #next = (): void => {
+    this.#busy--
+    const next = this.#queue?.shift()
+    if (next) next()
+    else this.#queue = undefined
+  }
+
+  #commit(
+    changes: Change[],
+    options: CommitOptions | undefined,
+    op: string,
+  ): Promise<Awaited<ReturnType<SubjectStorage['commit']>>> {
+    return this.#storage.commit(this.name, changes, options).catch((e: unknown) => {
       throw wrapStorage(this.#storage, op, this.name, e)
-    }
+    })
   }
 
   #cacheStored(kind: PropertyKind, name: string, value: JsonValue | undefined): void {
@@ -660,5 +684,3 @@ export class SubjectState implements Subject {
 }
 
 const NOT_FOUND: unique symbol = Symbol('not found')
-/** The initial commit chain, shared: a promise per idle subject would cost memory. */
-const SETTLED: Promise<unknown> = Promise.resolve()
