@@ -617,7 +617,8 @@ export class SubjectState implements Subject {
       } catch (e) {
         p = Promise.reject(e)
       }
-      p.then(this.#next, this.#next)
+      const next = (): void => this.#next()
+      p.then(next, next)
       return p
     }
     if (this.#queue === undefined) {
@@ -629,8 +630,9 @@ export class SubjectState implements Subject {
     })
   }
 
-  /** The commit section finished: start the next one, or mark the chain idle. */
-  readonly #next = (): void => {
+  /** The commit section finished: start the next one, or mark the chain idle. (A method, not an
+   * arrow field: a closure per idle subject would cost memory.) */
+  #next(): void {
     this.#busy--
     const next = this.#queue?.shift()
     if (next) next()
