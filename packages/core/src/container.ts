@@ -11,7 +11,7 @@ import { type HandlerStats, Metrics, type MetricsSnapshot } from './metrics.js'
 import { compileGlob, Router } from './router.js'
 import { type Scope, scopes, type UnitOfWork } from './scope.js'
 import type { StorageProvider, SubjectStorage } from './storage.js'
-import { SubjectState } from './subject.js'
+import { type SubjectHost, SubjectState } from './subject.js'
 import type {
   DeadLetterSink,
   EmitResult,
@@ -630,19 +630,12 @@ class Engine implements Container {
     return this.#subjects.size
   }
 
-  readonly #host = {
-    storageFor: (name: string): SubjectStorage =>
+  readonly #host: SubjectHost = {
+    storageFor: (name) =>
       typeof this.#storage === 'function' ? this.#storage(name) : this.#storage,
-    live: (name: string): SubjectState => this.subject(name),
+    live: (name) => this.subject(name),
     events$: this.events$,
-    emitChange: (
-      subject: SubjectState,
-      type: string,
-      payload: unknown,
-      change: { propertyName: string; oldValue?: JsonValue; newValue?: JsonValue } | undefined,
-      extra: Record<string, unknown> | undefined,
-      parent: Scope | undefined,
-    ): Promise<unknown> => {
+    emitChange: (subject, type, payload, change, extra, parent) => {
       const id = this.#newId()
       const event: SubstateEvent = {
         id,

@@ -14,6 +14,7 @@ import {
   type BatchEntry,
   type CommitBackend,
   CommitQueue,
+  type CompareAndSetOptions,
   type EntryOutcome,
   literalPrefix,
   parseRaw,
@@ -53,7 +54,7 @@ export interface PgQueryable {
 }
 
 /** Options of {@link createPostgresStorage}. */
-export interface PostgresStorageOptions {
+export interface PostgresStorageOptions extends CompareAndSetOptions {
   /** The `pg` Pool (or Client). The storage runs queries on it and never ends it. */
   readonly pool: PgQueryable
   /**
@@ -80,19 +81,6 @@ export interface PostgresStorageOptions {
    * @default 5000
    */
   readonly timeout?: number
-  /**
-   * Compare-and-set attempts a change set with updaters makes, when other processes keep changing
-   * the same properties, before it rejects with a `ConflictError`. With the backoff, 20 attempts
-   * span about 1.5 s: enough for 8 processes hammering one property.
-   * @default 20
-   */
-  readonly maxAttempts?: number
-  /**
-   * Base of the jittered exponential backoff between compare-and-set attempts, in milliseconds
-   * (the first retry is immediate; the delay is capped at 250 ms).
-   * @default 2
-   */
-  readonly retryDelay?: number
   /**
    * How long an idempotency key is remembered after its commit, at least, in seconds (older keys
    * are pruned from `{table}_applied` in the background).

@@ -13,6 +13,7 @@ import {
   type BatchEntry,
   type CommitBackend,
   CommitQueue,
+  type CompareAndSetOptions,
   type EntryOutcome,
   literalPrefix,
   parseRaw,
@@ -23,7 +24,7 @@ import { bounded, call, wrap } from './connection.js'
 import { commitScript, flushScript, run } from './scripts.js'
 
 /** Options of {@link createRedisStorage}. */
-export interface RedisStorageOptions {
+export interface RedisStorageOptions extends CompareAndSetOptions {
   /**
    * The ioredis client. The storage sends commands on it (never WATCH/MULTI, so it can be shared)
    * and never closes it. A standalone server is required: a Cluster client is not supported.
@@ -41,19 +42,6 @@ export interface RedisStorageOptions {
    * @default 5000
    */
   readonly timeout?: number
-  /**
-   * Compare-and-set attempts a change set with updaters makes, when other processes keep changing
-   * the same properties, before it rejects with a `ConflictError`. With the backoff, 20 attempts
-   * span about 1.5 s: enough for 8 processes hammering one property.
-   * @default 20
-   */
-  readonly maxAttempts?: number
-  /**
-   * Base of the jittered exponential backoff between compare-and-set attempts, in milliseconds
-   * (the first retry is immediate; the delay is capped at 250 ms).
-   * @default 2
-   */
-  readonly retryDelay?: number
   /**
    * How long an idempotency key is remembered after its commit, in seconds.
    * @default 86_400

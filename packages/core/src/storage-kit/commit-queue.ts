@@ -17,6 +17,23 @@ import { ConflictError, StorageError } from '../errors.js'
 import { cloneJson, type JsonValue } from '../json.js'
 import type { Change, CommitResult, CommittedChange, PropertyKind } from '../storage.js'
 
+/** Options every adapter built on {@link CommitQueue} takes for its compare-and-set retries. */
+export interface CompareAndSetOptions {
+  /**
+   * Compare-and-set attempts a change set with updaters makes, when other processes keep changing
+   * the same properties, before it rejects with a `ConflictError`. With the backoff, 20 attempts
+   * span about 1.5 s: enough for 8 processes hammering one property.
+   * @default 20
+   */
+  readonly maxAttempts?: number
+  /**
+   * Base of the jittered exponential backoff between compare-and-set attempts, in milliseconds
+   * (the first retry is immediate; the delay is capped at 250 ms).
+   * @default 2
+   */
+  readonly retryDelay?: number
+}
+
 /** A stored value as the backend holds it: its JSON text, or `null` when absent. */
 export type Raw = string | null
 

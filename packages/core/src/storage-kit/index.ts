@@ -15,6 +15,7 @@ export type {
   BatchEntry,
   BatchField,
   CommitBackend,
+  CompareAndSetOptions,
   EntryOutcome,
   Raw,
   RetryPolicy as CommitRetryPolicy,
