@@ -57,9 +57,18 @@ interface Segment {
 interface Taken {
   readonly kind: PropertyKind
   readonly name: string
-  readonly change: Pending
+  /** The taken segments folded, as the change to commit. */
+  readonly change: Change
   readonly segs: readonly Segment[]
 }
+
+/** A cached value that storage corrected: `[property, cached, stored]`, announced after a store. */
+type Correction = [string, JsonValue | undefined, JsonValue | undefined]
+
+const KINDS = ['prop', 'ext'] as const
+/** What every `store()` without an idempotency key passes: it needs no old values. */
+const BLIND: CommitOptions = { oldValues: false }
+const NOTHING: Promise<undefined> = Promise.resolve(undefined)
 
 const applyFns = (fns: Pending & { op: 'update' }, v: JsonValue | undefined): JsonValue => {
   let out = v
@@ -79,8 +88,9 @@ function replay(
   segs: readonly Segment[] | undefined,
   value: JsonValue | undefined,
 ): JsonValue | undefined {
+  if (segs === undefined) return value
   let out = value
-  for (const seg of segs ?? []) {
+  for (const seg of segs) {
     const p = seg.change
     if (p.op === 'set') out = p.value
     else if (p.op === 'delete') out = undefined
@@ -385,44 +395,73 @@ export class SubjectState implements Subject {
   /**
    * Commits pending cached writes, all or nothing: those of the current unit of work (inside one)
    * and those made outside any unit. On failure they stay pending and it rejects.
+   * (Callbacks rather than async functions: this runs once per subject of a batch store, and
+   * every promise costs, AsyncLocalStorage hooks included.)
    */
-  async store(options?: CommitOptions & { unit?: UnitOfWork }): Promise<void> {
+  store(options?: CommitOptions & { unit?: UnitOfWork }): Promise<void> {
     if (this.evicted) return this.#forward().store(options)
+    // Nothing to write and no commit to wait for.
+    if (!this.dirty && this.#queue === undefined) return NOTHING
     const unit = options?.unit ?? scopes.getStore()?.unit
-    const corrections = await this.#serial(async () => {
-      // Another process may have written in between: the stored value wins and is announced.
-      const corrections: Array<[string, JsonValue | undefined, JsonValue | undefined]> = []
-      const taken = this.#takePending(unit)
-      if (taken.length === 0) return corrections
-      let result: Awaited<ReturnType<SubjectStorage['commit']>>
-      try {
-        // store() compares stored new values with the cache; old values are not needed.
-        const changes = taken.map((t) => toChange(t.kind, t.name, t.change))
-        const commitOptions: CommitOptions = { oldValues: false }
-        if (options?.idempotencyKey !== undefined) {
-          ;(commitOptions as { idempotencyKey?: string }).idempotencyKey = options.idempotencyKey
+    return this.#serial(() => this.#storeSection(unit, options?.idempotencyKey)).then(
+      (corrections) => (corrections === undefined ? undefined : this.#announce(corrections)),
+    )
+  }
+
+  #storeSection(
+    unit: UnitOfWork | undefined,
+    idempotencyKey: string | undefined,
+  ): Promise<Correction[] | undefined> {
+    const taken = this.#takePending(unit)
+    if (taken.length === 0) return NOTHING
+    // store() compares stored new values with the cache; old values are not needed.
+    const options: CommitOptions =
+      idempotencyKey === undefined ? BLIND : { oldValues: false, idempotencyKey }
+    const failed = (e: unknown): never => {
+      this.#restorePending(taken) // nothing was written: the writes stay pending, first in line
+      throw wrapStorage(this.#storage, 'store', this.name, e)
+    }
+    let committing: ReturnType<SubjectStorage['commit']>
+    try {
+      committing = this.#storage.commit(
+        this.name,
+        taken.map((t) => t.change),
+        options,
+      )
+    } catch (e) {
+      return Promise.reject(e).catch(failed)
+    }
+    return committing.then((result) => this.#stored(result), failed)
+  }
+
+  /**
+   * Brings the cache in line with what a store wrote. Another process may have written in
+   * between: the stored value wins, and is announced (returned as corrections).
+   */
+  #stored(result: Awaited<ReturnType<SubjectStorage['commit']>>): Correction[] | undefined {
+    if (result.duplicate) {
+      // Already applied by an earlier delivery: the cache holds a second application.
+      this.#rebase()
+      return undefined
+    }
+    let corrections: Correction[] | undefined
+    const pending = this.#pending
+    for (const c of result.changes) {
+      const map = c.kind === 'prop' ? this.#props : this.#ext
+      const expected = replay(pending?.[c.kind].get(c.name), c.newValue)
+      const cached = map.get(c.name)
+      if (cached !== expected && !jsonEqual(cached, expected)) {
+        this.#cacheStored(c.kind, c.name, expected)
+        if (c.kind === 'prop') {
+          corrections ??= []
+          corrections.push([c.name, cached, expected])
         }
-        result = await this.#commit(changes, commitOptions, 'store')
-      } catch (e) {
-        this.#restorePending(taken) // nothing was written: the writes stay pending, first in line
-        throw e
       }
-      if (result.duplicate) {
-        // Already applied by an earlier delivery: the cache holds a second application.
-        this.#rebase()
-        return corrections
-      }
-      for (const c of result.changes) {
-        const map = c.kind === 'prop' ? this.#props : this.#ext
-        const expected = replay(this.#pendingNow()?.[c.kind].get(c.name), c.newValue)
-        const cached = map.get(c.name)
-        if (!jsonEqual(cached, expected)) {
-          this.#cacheStored(c.kind, c.name, expected)
-          if (c.kind === 'prop') corrections.push([c.name, cached, expected])
-        }
-      }
-      return corrections
-    })
+    }
+    return corrections
+  }
+
+  async #announce(corrections: readonly Correction[]): Promise<void> {
     for (const [name, from, to] of corrections) await this.#emitChange(name, from, to, undefined)
   }
 
@@ -534,10 +573,20 @@ export class SubjectState implements Subject {
   /** Takes the writes `writer` may commit (its own and those outside units), folded per property. */
   #takePending(writer: UnitOfWork | undefined): Taken[] {
     const taken: Taken[] = []
-    for (const kind of ['prop', 'ext'] as const) {
-      const map = this.#pending?.[kind]
-      if (map === undefined) continue
+    const pending = this.#pending
+    if (pending === undefined) return taken
+    for (const kind of KINDS) {
+      const map = pending[kind]
       for (const [name, segs] of map) {
+        if (segs.length === 1) {
+          // The common case: one writer of the property. (Deleting the current entry of a Map
+          // being iterated is safe.)
+          const seg = segs[0]!
+          if (seg.unit !== writer && seg.unit !== undefined) continue
+          map.delete(name)
+          taken.push({ kind, name, change: toChange(kind, name, seg.change), segs })
+          continue
+        }
         let change: Pending | undefined
         const mine: Segment[] = []
         const rest: Segment[] = []
@@ -550,7 +599,7 @@ export class SubjectState implements Subject {
         if (change === undefined) continue
         if (rest.length === 0) map.delete(name)
         else map.set(name, rest)
-        taken.push({ kind, name, change, segs: mine })
+        taken.push({ kind, name, change: toChange(kind, name, change), segs: mine })
       }
     }
     return taken

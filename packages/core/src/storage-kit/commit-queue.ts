@@ -14,7 +14,7 @@
  *   immediately the first time, then after a jittered exponential backoff, up to `maxAttempts`.
  */
 import { ConflictError, StorageError } from '../errors.js'
-import { cloneJson, type JsonValue } from '../json.js'
+import type { JsonValue } from '../json.js'
 import type { Change, CommitResult, CommittedChange, PropertyKind } from '../storage.js'
 
 /** Options every adapter built on {@link CommitQueue} takes for its compare-and-set retries. */
@@ -309,7 +309,8 @@ export class CommitQueue {
             kind: c.kind,
             name: c.name,
             oldValue: parseRaw(outcome.old[i] ?? null, this.#backend.storage, p.subject, c.name),
-            newValue: cloneJson(values[i]),
+            // The value the caller passed (a set) or its updater returned: the caller's own.
+            newValue: values[i],
           }))
         } catch (e) {
           this.#settle(p, () => p.reject(e))
@@ -381,17 +382,19 @@ export class CommitQueue {
     keep: (f: BatchField) => boolean,
   ): void {
     let seen = this.#seen.get(subject)
-    if (seen) this.#seen.delete(subject)
     // Remember what updaters read, and refresh what is already remembered; plain sets of fields
     // no updater touched are not kept (store() of many subjects would fill the cache for nothing).
-    fields.forEach((f, i) => {
+    if (seen === undefined && !fields.some(keep)) return
+    if (seen) this.#seen.delete(subject)
+    for (let i = 0; i < fields.length; i++) {
+      const f = fields[i]!
       const k = fieldKey(f.kind, f.name)
       const v = value(f, i)
       if (v !== undefined && (keep(f) || seen?.has(k))) {
         seen ??= new Map()
         seen.set(k, v)
       }
-    })
+    }
     if (!seen) return
     this.#seen.set(subject, seen)
     if (this.#seen.size > CACHED_SUBJECTS) this.#seen.delete(this.#seen.keys().next().value!)
