@@ -21,7 +21,7 @@ import {
 } from '@substate/core/storage-kit'
 import type { Redis } from 'ioredis'
 import { bounded, call, wrap } from './connection.js'
-import { commitScript, flushScript, run } from './scripts.js'
+import { commitScript, flushScript, run, setsScript } from './scripts.js'
 
 /** Options of {@link createRedisStorage}. */
 export interface RedisStorageOptions extends CompareAndSetOptions {
@@ -220,7 +220,95 @@ function sharedQueue(client: Redis, key: string, backend: () => CommitBackend): 
   return queue
 }
 
+/**
+ * Whether an entry is only blind sets: the sets script applies it with one `HSET` (atomic),
+ * cheaper than the commit script, which reads, checks and reports.
+ */
+/** An error Redis answered with for one key (named so `wrap` adds no "is Redis running" hint). */
+class ReplyError extends Error {
+  override name = 'ReplyError'
+}
+
+const plainSet = (e: BatchEntry): boolean =>
+  !e.probe &&
+  !e.oldValues &&
+  e.idempotencyKey === undefined &&
+  e.fields.length > 0 &&
+  e.fields.every((f) => f.expect === undefined && f.write !== null)
+
 async function execute(
+  client: Redis,
+  batch: readonly BatchEntry[],
+  hashKey: (subject: string) => string,
+  idempotencyKey: (subject: string, key: string) => string,
+  ttl: number,
+): Promise<EntryOutcome[]> {
+  const outcomes: EntryOutcome[] = new Array(batch.length)
+  const plain: number[] = []
+  const scripted: number[] = []
+  for (let i = 0; i < batch.length; i++) (plainSet(batch[i]!) ? plain : scripted).push(i)
+  const fail = (i: number, e: unknown): EntryOutcome => ({
+    status: 'failed',
+    error: wrap(e, client, NAME, 'commit', batch[i]!.subject),
+  })
+  // Both go out at once; an error of one part fails only its entries (the other may be written).
+  const parts = await Promise.allSettled([
+    plain.length === 0
+      ? undefined
+      : hsets(
+          client,
+          plain.map((i) => batch[i]!),
+          hashKey,
+        ),
+    scripted.length === 0
+      ? undefined
+      : script(
+          client,
+          scripted.map((i) => batch[i]!),
+          hashKey,
+          idempotencyKey,
+          ttl,
+        ),
+  ])
+  const [hset, lua] = parts
+  // Nothing was written: the batch failed as a whole.
+  if (hset.status === 'rejected' && (scripted.length === 0 || lua.status === 'rejected'))
+    throw hset.reason
+  if (lua.status === 'rejected' && plain.length === 0) throw lua.reason
+  plain.forEach((i, j) => {
+    const error = hset.status === 'rejected' ? hset.reason : hset.value![j]
+    outcomes[i] = error
+      ? fail(i, typeof error === 'string' ? new ReplyError(error) : error)
+      : { status: 'applied', old: batch[i]!.fields.map(() => null) }
+  })
+  scripted.forEach((i, j) => {
+    outcomes[i] = lua.status === 'rejected' ? fail(i, lua.reason) : lua.value![j]!
+  })
+  return outcomes
+}
+
+/**
+ * Writes blind-set entries with the sets script, in one `EVALSHA`; per entry, `null` or the error
+ * Redis raised for it.
+ */
+async function hsets(
+  client: Redis,
+  entries: readonly BatchEntry[],
+  hashKey: (subject: string) => string,
+): Promise<(string | null)[]> {
+  const keys: string[] = []
+  const args: (string | number)[] = []
+  for (const e of entries) {
+    keys.push(hashKey(e.subject))
+    args.push(e.fields.length)
+    for (const f of e.fields) args.push(field(f.kind, f.name), f.write!)
+  }
+  const reply = (await run(client, setsScript, keys, args)) as (number | string)[]
+  return reply.map((r) => (r === 1 ? null : String(r)))
+}
+
+/** Applies entries with the commit script, in one `EVALSHA`. */
+async function script(
   client: Redis,
   batch: readonly BatchEntry[],
   hashKey: (subject: string) => string,

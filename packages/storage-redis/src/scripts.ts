@@ -119,6 +119,33 @@ end
 return out
 `
 
+/**
+ * Writes change sets that are only blind sets, one `HSET` per subject: what `store()` of many
+ * subjects sends. A script rather than pipelined `HSET`s: one command for the whole batch costs
+ * the client far less, and the server about as much.
+ *
+ * KEYS: the subject hashes. ARGV per key: c (field count), then c field/value pairs.
+ * Returns per key 1, or the error that key's `HSET` raised (a key that is not a hash): the other
+ * keys are still written, so each entry's outcome is exact.
+ */
+const SETS = `
+local out = {}
+local a = 1
+for k = 1, #KEYS do
+  local c = tonumber(ARGV[a])
+  out[k] = 1
+  for s = a + 1, a + 2 * c, 1000 do
+    local r = redis.pcall('HSET', KEYS[k], unpack(ARGV, s, math.min(s + 999, a + 2 * c)))
+    if type(r) == 'table' and r.err then
+      out[k] = r.err
+      break
+    end
+  end
+  a = a + 1 + 2 * c
+end
+return out
+`
+
 /** Deletes a subject and returns the fields it held (flat: field, value, ...). */
 const FLUSH = `
 local v = redis.call('HGETALL', KEYS[1])
@@ -138,6 +165,7 @@ const script = (source: string): Script => ({
 })
 
 export const commitScript: Script = script(COMMIT)
+export const setsScript: Script = script(SETS)
 export const flushScript: Script = script(FLUSH)
 
 /** Runs a script by SHA, sending its source once if the server does not have it. */

@@ -294,6 +294,49 @@ describeWith('redis', 'storage-redis', () => {
     expect(await s.load('big')).toEqual({ props: { n: 1 }, ext: {} })
   })
 
+  it('writes a batch of blind-set commits exactly, a key of another type failing alone', async () => {
+    const s = storage('sets')
+    const blind = { oldValues: false }
+    const set = (name: string, value: number): Change => ({ op: 'set', kind: 'prop', name, value })
+    // Not a hash: Redis refuses HSET on it (WRONGTYPE), which fails that commit and no other.
+    await raw.set(`s:${run}sets:bad`, 'a string')
+    const names = Array.from({ length: 2500 }, (_, i) => `f${i}`)
+    await s.commit('checked', [set('n', 1)])
+    const results = await Promise.allSettled([
+      ...Array.from({ length: 50 }, (_, i) =>
+        s.commit(`ok:${i}`, [set('v', i), set('w', -i)], blind),
+      ),
+      s.commit('bad', [set('v', 1)], blind),
+      // More fields than one Lua unpack() takes, blind.
+      s.commit(
+        'wide',
+        names.map((name, i) => set(name, i)),
+        blind,
+      ),
+      // Checked commits in the same batch go through the commit script.
+      s.commit('checked', [inc('n'), set('m', 2)], blind),
+      s.commit('keyed', [set('v', 1)], { oldValues: false, idempotencyKey: 'k1' }),
+    ])
+    const failed = results.filter((r) => r.status === 'rejected')
+    expect(failed).toHaveLength(1)
+    const error = (failed[0] as PromiseRejectedResult).reason
+    expect(error).toBeInstanceOf(StorageError)
+    expect(error.message).toContain('bad')
+    expect(error.message).toContain('WRONGTYPE')
+    expect(error.message).not.toContain('is Redis running')
+    expect(await raw.get(`s:${run}sets:bad`)).toBe('a string')
+    for (let i = 0; i < 50; i++) {
+      expect(await raw.hgetall(`s:${run}sets:ok:${i}`)).toEqual({ pv: `${i}`, pw: `${-i}` })
+    }
+    expect(await raw.hlen(`s:${run}sets:wide`)).toBe(2500)
+    expect(await raw.hget(`s:${run}sets:wide`, 'pf2499')).toBe('2499')
+    expect(await s.load('checked')).toEqual({ props: { n: 2, m: 2 }, ext: {} })
+    expect(
+      (await s.commit('keyed', [set('v', 2)], { oldValues: false, idempotencyKey: 'k1' }))
+        .duplicate,
+    ).toBe(true)
+  })
+
   it('lists subjects of a prefix holding glob characters, and only those', async () => {
     const a = storage('g*[x]')
     const b = storage('g1')
