@@ -7,7 +7,14 @@
  *
  * @example
  * import { CommitQueue } from '@substate/core/storage-kit'
- * const queue = new CommitQueue({ name: 'storage-mydb', execute: (entries) => runBatch(entries) })
+ * const queue = new CommitQueue({
+ *   storage: 'storage-mydb',
+ *   execute: (entries) => runBatch(entries), // one round trip; one outcome per entry
+ *   retryable: () => false,
+ *   fail: (error, subject) => toStorageError(error, subject),
+ *   maxBatch: 64,
+ *   concurrency: 4,
+ * })
  * @module
  */
 
@@ -21,4 +28,5 @@ export type {
   RetryPolicy as CommitRetryPolicy,
 } from './commit-queue.js'
 export { CommitQueue, parseRaw } from './commit-queue.js'
+export { InFlight } from './in-flight.js'
 export { literalPrefix } from './literal-prefix.js'
