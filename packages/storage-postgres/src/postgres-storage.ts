@@ -16,6 +16,7 @@ import {
   CommitQueue,
   type CompareAndSetOptions,
   type EntryOutcome,
+  InFlight,
   literalPrefix,
   parseRaw,
   type Raw,
@@ -105,6 +106,8 @@ interface PoolState {
   readonly created: Map<string, Promise<void>>
   /** On a single client: the last query sent, which the next one waits for. */
   last: Promise<unknown>
+  /** On a single client: queries sent or waiting (the first of a quiet client goes at once). */
+  queued: number
 }
 const pools = new WeakMap<PgQueryable, PoolState>()
 
@@ -173,20 +176,26 @@ export function createPostgresStorage({
   const query = (config: PgQueryConfig): Promise<Record<string, unknown>[]> =>
     new Promise((resolve, reject) => {
       let expired = false
+      const single = typeof poolSize !== 'number'
       const timer = setTimeout(() => {
         expired = true
         reject(new TimeoutError('postgres query', timeout))
       }, timeout)
       const done = (result: { rows: unknown[] }): void => {
+        if (single) state.queued--
         clearTimeout(timer)
         resolve(result.rows as Record<string, unknown>[])
       }
       const failed = (e: unknown): void => {
+        if (single) state.queued--
         clearTimeout(timer)
         reject(e)
       }
-      const send = (): Promise<void> =>
-        expired ? Promise.resolve() : pool.query(config).then(done, failed)
+      const send = (): Promise<void> => {
+        if (!expired) return pool.query(config).then(done, failed)
+        if (single) state.queued--
+        return Promise.resolve()
+      }
       // A pool's checkout can wait past the deadline: then the connection goes back unused, so a
       // query the caller was told failed is never sent later.
       const checkout = (): Promise<void> =>
@@ -203,13 +212,14 @@ export function createPostgresStorage({
             },
           )
         }, failed)
-      if (typeof poolSize === 'number')
-        void (typeof checkoutOf.connect === 'function' ? checkout() : send())
-      else state.last = state.last.then(send)
+      if (!single) void (typeof checkoutOf.connect === 'function' ? checkout() : send())
+      else state.last = state.queued++ === 0 ? send() : state.last.then(send)
     })
 
+  /** Set once this storage saw the table created: commits then skip the check. */
+  let tableReady = !createTable
   const ensureTable = (): Promise<void> => {
-    if (!createTable) return Promise.resolve()
+    if (tableReady) return Promise.resolve()
     let created = state.created.get(sql.create[0]!)
     if (!created) {
       created = (async () => {
@@ -226,7 +236,9 @@ export function createPostgresStorage({
       // A failure is not remembered: the next operation tries again.
       created.catch(() => state.created.delete(sql.create[0]!))
     }
-    return created
+    return created.then(() => {
+      tableReady = true
+    })
   }
 
   const fail = (e: unknown, operation: string, subject: string | undefined): Error => {
@@ -253,15 +265,18 @@ export function createPostgresStorage({
 
   // Storages configured alike share a queue (and so serialize their commits of a subject); the
   // settings its closures use are part of the key.
+  const policy = { maxAttempts, retryDelay }
   const queueKey = [schema, table, timeout, idempotencyTtl, createTable].join('\u0000')
   const queue = sharedQueue(state, queueKey, () => ({
     storage: NAME,
     maxBatch: MAX_BATCH,
     concurrency: typeof poolSize === 'number' ? Math.max(1, Math.min(CONCURRENCY, poolSize)) : 1,
-    execute: async (batch) => {
-      await ensureTable()
-      if (batch.some((e) => e.idempotencyKey !== undefined)) prune()
-      return execute(batch, sql, name, query)
+    execute: (batch) => {
+      const run = (): Promise<EntryOutcome[]> => {
+        if (batch.some((e) => e.idempotencyKey !== undefined)) prune()
+        return execute(batch, sql, name, query)
+      }
+      return tableReady ? run() : ensureTable().then(run)
     },
     retryable: (e) => {
       const code = sqlState(e)
@@ -275,16 +290,9 @@ export function createPostgresStorage({
   }))
 
   let closed = false
-  const inFlight = new Set<Promise<unknown>>()
-  /** Remembers `p` until it settles, for close(); the caller still awaits `p` itself. */
-  const track = <T>(p: Promise<T>): Promise<T> => {
-    inFlight.add(p)
-    const forget = (): void => {
-      inFlight.delete(p)
-    }
-    p.then(forget, forget)
-    return p
-  }
+  /** This storage's operations in flight, which close() waits for. */
+  const inFlight = new InFlight()
+  const track = <T>(p: Promise<T>): Promise<T> => inFlight.track(p)
   const op = <T>(
     operation: string,
     subject: string | undefined,
@@ -332,15 +340,8 @@ export function createPostgresStorage({
         return Promise.reject(new StorageError(NAME, 'commit', subject, 'the storage is closed'))
       const key = options?.idempotencyKey
       if (changes.length === 0 && key === undefined) return Promise.resolve({ changes: [] })
-      return track(
-        queue.commit(
-          subject,
-          changes,
-          key,
-          { maxAttempts, retryDelay },
-          options?.oldValues !== false,
-        ),
-      )
+      inFlight.start()
+      return queue.commit(subject, changes, key, policy, options?.oldValues !== false, inFlight.end)
     },
 
     get(subject, kind, prop) {
@@ -382,7 +383,7 @@ export function createPostgresStorage({
 
     async close() {
       closed = true
-      await Promise.allSettled([...inFlight, pruning])
+      await Promise.allSettled([inFlight.idle(), pruning])
     },
   }
 }
@@ -390,7 +391,7 @@ export function createPostgresStorage({
 function poolState(pool: PgQueryable): PoolState {
   let state = pools.get(pool)
   if (!state) {
-    state = { queues: new Map(), created: new Map(), last: Promise.resolve() }
+    state = { queues: new Map(), created: new Map(), last: Promise.resolve(), queued: 0 }
     pools.set(pool, state)
   }
   return state
@@ -526,23 +527,33 @@ async function execute(
     (lone.col.p.set.length > 0 || lone.col.e.set.length > 0)
   ) {
     const { p, e } = lone.col
-    const rows = await query({
-      name: name('update'),
-      text: sql.update,
-      values: [
-        lone.e.subject,
-        p.del,
-        `{${p.set}}`,
-        `{${p.expect}}`,
-        p.absent,
-        p.keep,
-        e.del,
-        `{${e.set}}`,
-        `{${e.expect}}`,
-        e.absent,
-        e.keep,
-      ],
-    })
+    // Properties only, no deletes, no absent checks: the leaner statement.
+    const props = p.del.length === 0 && p.absent.length === 0 && e.keep.length === 0
+    const rows = await query(
+      props
+        ? {
+            name: name('update_p'),
+            text: sql.updateProps,
+            values: [lone.e.subject, `{${p.set}}`, `{${p.expect}}`, p.keep],
+          }
+        : {
+            name: name('update'),
+            text: sql.update,
+            values: [
+              lone.e.subject,
+              p.del,
+              `{${p.set}}`,
+              `{${p.expect}}`,
+              p.absent,
+              p.keep,
+              e.del,
+              `{${e.set}}`,
+              `{${e.expect}}`,
+              e.absent,
+              e.keep,
+            ],
+          },
+    )
     const row = rows[0]
     if (row) {
       const values = olds(lone.e, row)

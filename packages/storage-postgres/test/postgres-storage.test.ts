@@ -221,6 +221,43 @@ describeWith('postgres', 'storage-postgres', () => {
     }
   })
 
+  it('applies commits one at a time, exactly, when another process writes in between', async () => {
+    // Awaited one by one, each commit is alone in its batch: the single-row statements.
+    const other = new pg.Pool({ connectionString: databaseUrl, max: 1 })
+    try {
+      const a = storage('lone')
+      const b = storage('lone', { pool: other })
+      await a.commit('s', [set('n', 1), set('t', 'x')])
+      for (let i = 2; i <= 5; i++) {
+        expect((await a.commit('s', [inc('n')])).changes[0]).toMatchObject({
+          oldValue: i - 1,
+          newValue: i,
+        })
+      }
+      // What `a` remembers of n is now stale: its next updater loses the race and runs again.
+      await b.commit('s', [set('n', 100)])
+      const after = await a.commit('s', [inc('n'), set('t', { y: 1 })])
+      expect(after.changes).toEqual([
+        { kind: 'prop', name: 'n', oldValue: 100, newValue: 101 },
+        { kind: 'prop', name: 't', oldValue: 'x', newValue: { y: 1 } },
+      ])
+      // With ext properties and deletes, the general single-row statement.
+      const ext = await a.commit('s', [
+        inc('n'),
+        { op: 'delete', kind: 'prop', name: 't' },
+        { op: 'set', kind: 'ext', name: 'e', value: 1 },
+      ])
+      expect(ext.changes.map((c) => [c.oldValue, c.newValue])).toEqual([
+        [101, 102],
+        [{ y: 1 }, undefined],
+        [undefined, 1],
+      ])
+      expect(await b.load('s')).toEqual({ props: { n: 102 }, ext: { e: 1 } })
+    } finally {
+      await other.end()
+    }
+  })
+
   it('creates the table once when several processes start at once', async () => {
     const pools = Array.from(
       { length: 6 },

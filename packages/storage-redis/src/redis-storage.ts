@@ -15,6 +15,7 @@ import {
   CommitQueue,
   type CompareAndSetOptions,
   type EntryOutcome,
+  InFlight,
   literalPrefix,
   parseRaw,
   type Raw,
@@ -113,16 +114,9 @@ export function createRedisStorage({
   }))
 
   let closed = false
-  const inFlight = new Set<Promise<unknown>>()
-  /** Remembers `p` until it settles, for close(); the caller still awaits `p` itself. */
-  const track = <T>(p: Promise<T>): Promise<T> => {
-    inFlight.add(p)
-    const forget = (): void => {
-      inFlight.delete(p)
-    }
-    p.then(forget, forget)
-    return p
-  }
+  /** This storage's operations in flight, which close() waits for. */
+  const inFlight = new InFlight()
+  const track = <T>(p: Promise<T>): Promise<T> => inFlight.track(p)
   const op = <T>(operation: string, subject: string | undefined, fn: () => Promise<T>) => {
     if (closed)
       return Promise.reject(new StorageError(NAME, operation, subject, 'the storage is closed'))
@@ -157,7 +151,8 @@ export function createRedisStorage({
         return Promise.reject(new StorageError(NAME, 'commit', subject, 'the storage is closed'))
       const key = options?.idempotencyKey
       if (changes.length === 0 && key === undefined) return Promise.resolve({ changes: [] })
-      return track(queue.commit(subject, changes, key, policy, options?.oldValues !== false))
+      inFlight.start()
+      return queue.commit(subject, changes, key, policy, options?.oldValues !== false, inFlight.end)
     },
 
     get(subject, kind, name) {
@@ -201,7 +196,7 @@ export function createRedisStorage({
 
     async close() {
       closed = true
-      await Promise.allSettled([...inFlight])
+      await inFlight.idle()
     },
   }
 }
