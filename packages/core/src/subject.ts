@@ -5,6 +5,7 @@ import { type Scope, scopes, type UnitOfWork } from './scope.js'
 import type {
   Change,
   CommitOptions,
+  CommittedChange,
   PropertyKind,
   SubjectSnapshot,
   SubjectStorage,
@@ -360,20 +361,39 @@ export class SubjectState implements Subject {
     )
   }
 
-  async #writeThrough(
+  #writeThrough(
     kind: PropertyKind,
     property: string,
     next: Pending,
     options: WriteOptions | undefined,
   ): Promise<JsonValue | undefined | typeof NOT_FOUND> {
     const unit = scopes.getStore()?.unit
-    const c = await this.#serial(async () => {
-      // This writer's pending cached write of the property is committed with this one, in order.
-      const own = this.#pending?.[kind].get(property)?.find((seg) => seg.unit === unit)
-      const ownChange = own?.change
-      const change = toChange(kind, property, fold(ownChange, next))
-      const committed = (await this.#commit([change], undefined, 'commit')).changes[0]!
-      const segs = this.#pendingNow()?.[kind].get(property)
+    return this.#serial(() => this.#writeThroughSection(kind, property, next, unit)).then((c) => {
+      // Events go out after the commit section, so a handler may write this subject again.
+      if (next.op === 'delete' && c.oldValue === undefined) return NOT_FOUND
+      const result = next.op === 'delete' ? c.oldValue : cloneJson(c.newValue)
+      if (kind === 'prop' && !options?.muted && !jsonEqual(c.oldValue, c.newValue)) {
+        const extra = options?.extra
+        return this.#emitChange(property, c.oldValue, c.newValue, extra).then(() => result)
+      }
+      return result
+    })
+  }
+
+  /** The commit of a write-through write, in the subject's commit order. */
+  #writeThroughSection(
+    kind: PropertyKind,
+    property: string,
+    next: Pending,
+    unit: UnitOfWork | undefined,
+  ): Promise<CommittedChange> {
+    // This writer's pending cached write of the property is committed with this one, in order.
+    const own = this.#pending?.[kind].get(property)?.find((seg) => seg.unit === unit)
+    const ownChange = own?.change
+    const change = toChange(kind, property, fold(ownChange, next))
+    return this.#commit([change], undefined, 'commit').then((result) => {
+      const committed = result.changes[0]!
+      const segs = this.#pending?.[kind].get(property)
       // Unless the writer wrote this property again meanwhile, its pending write is now stored.
       const done = own !== undefined && own.change === ownChange
       const rest = done ? segs?.filter((seg) => seg !== own) : segs
@@ -384,12 +404,6 @@ export class SubjectState implements Subject {
       if (this.#loaded) this.#cacheStored(kind, property, replay(rest, committed.newValue))
       return committed
     })
-    // Events go out after the commit section, so a handler may write this subject again.
-    if (next.op === 'delete' && c.oldValue === undefined) return NOT_FOUND
-    if (kind === 'prop' && !options?.muted && !jsonEqual(c.oldValue, c.newValue)) {
-      await this.#emitChange(property, c.oldValue, c.newValue, options?.extra)
-    }
-    return next.op === 'delete' ? c.oldValue : cloneJson(c.newValue)
   }
 
   /**
@@ -528,11 +542,6 @@ export class SubjectState implements Subject {
 
   #withLoad(): Promise<void> {
     return this.#loaded ? Promise.resolve() : this.#track(this.#load())
-  }
-
-  /** The pending writes as of now (a method, so TypeScript does not narrow across awaits). */
-  #pendingNow(): { prop: Map<string, Segment[]>; ext: Map<string, Segment[]> } | undefined {
-    return this.#pending
   }
 
   #pendingMaps(): Array<Map<string, Segment[]>> {
