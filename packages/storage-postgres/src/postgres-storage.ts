@@ -527,36 +527,43 @@ async function execute(
     (lone.col.p.set.length > 0 || lone.col.e.set.length > 0)
   ) {
     const { p, e } = lone.col
-    // Properties only, no deletes, no absent checks: the leaner statement.
+    // Properties only, no deletes, no absent checks: the leaner statements.
     const props = p.del.length === 0 && p.absent.length === 0 && e.keep.length === 0
+    const one = props && lone.e.fields.length === 1 ? lone.e.fields[0]! : undefined
     const rows = await query(
-      props
+      one
         ? {
-            name: name('update_p'),
-            text: sql.updateProps,
-            values: [lone.e.subject, `{${p.set}}`, `{${p.expect}}`, p.keep],
+            name: name('update_1'),
+            text: sql.updateProp,
+            values: [lone.e.subject, one.name, one.write, one.expect ?? null],
           }
-        : {
-            name: name('update'),
-            text: sql.update,
-            values: [
-              lone.e.subject,
-              p.del,
-              `{${p.set}}`,
-              `{${p.expect}}`,
-              p.absent,
-              p.keep,
-              e.del,
-              `{${e.set}}`,
-              `{${e.expect}}`,
-              e.absent,
-              e.keep,
-            ],
-          },
+        : props
+          ? {
+              name: name('update_p'),
+              text: sql.updateProps,
+              values: [lone.e.subject, `{${p.set}}`, `{${p.expect}}`, p.keep],
+            }
+          : {
+              name: name('update'),
+              text: sql.update,
+              values: [
+                lone.e.subject,
+                p.del,
+                `{${p.set}}`,
+                `{${p.expect}}`,
+                p.absent,
+                p.keep,
+                e.del,
+                `{${e.set}}`,
+                `{${e.expect}}`,
+                e.absent,
+                e.keep,
+              ],
+            },
     )
     const row = rows[0]
     if (row) {
-      const values = olds(lone.e, row)
+      const values = one ? [(row.v as Raw | undefined) ?? null] : olds(lone.e, row)
       outcomes[lone.i] =
         row.done === true || row.done === 't'
           ? { status: 'applied', old: values }

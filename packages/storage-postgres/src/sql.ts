@@ -23,6 +23,7 @@ export interface Statements {
   readonly blindPlain: string
   readonly update: string
   readonly updateProps: string
+  readonly updateProp: string
   readonly load: string
   readonly getProp: string
   readonly getExt: string
@@ -59,6 +60,7 @@ export function statements(schema: string, table: string): Statements {
     blindPlain: blindPlain(t),
     update: update(t),
     updateProps: updateProps(t),
+    updateProp: updateProp(t),
     load: `SELECT properties::text AS p, ext_properties::text AS e FROM ${t} WHERE subject_name = $1`,
     getProp: `SELECT (properties -> $2)::text AS v FROM ${t} WHERE subject_name = $1`,
     getExt: `SELECT (ext_properties -> $2)::text AS v FROM ${t} WHERE subject_name = $1`,
@@ -127,6 +129,27 @@ function updateProps(t: string): string {
   RETURNING 1
 )
 SELECT EXISTS (SELECT 1 FROM u) AS done, ${olds('o.p', '$4::text[]')} AS op
+FROM o`
+}
+
+/**
+ * {@link updateProps} for one property (one `set` or one updater): no JSON objects to take apart.
+ *
+ * `$1` subject, `$2` property name, `$3` value to set, `$4` value expected (`NULL`: not checked).
+ * Returns `done` and `v`, the old value (JSON text, `NULL` when absent); no row when the subject
+ * has none.
+ */
+function updateProp(t: string): string {
+  return `WITH o AS (
+  SELECT subject_name AS s, COALESCE(properties, '{}') AS p
+  FROM ${t} WHERE subject_name = $1 FOR UPDATE
+), u AS (
+  UPDATE ${t} r SET properties = o.p || jsonb_build_object($2::text, $3::jsonb), updated_at = now()
+  FROM o
+  WHERE r.subject_name = o.s AND ($4::jsonb IS NULL OR o.p -> $2::text = $4::jsonb)
+  RETURNING 1
+)
+SELECT EXISTS (SELECT 1 FROM u) AS done, (o.p -> $2::text)::text AS v
 FROM o`
 }
 

@@ -236,11 +236,28 @@ describeWith('postgres', 'storage-postgres', () => {
       }
       // What `a` remembers of n is now stale: its next updater loses the race and runs again.
       await b.commit('s', [set('n', 100)])
+      expect((await a.commit('s', [inc('n')])).changes).toEqual([
+        { kind: 'prop', name: 'n', oldValue: 100, newValue: 101 },
+      ])
+      await b.commit('s', [set('n', 200)])
       const after = await a.commit('s', [inc('n'), set('t', { y: 1 })])
       expect(after.changes).toEqual([
-        { kind: 'prop', name: 'n', oldValue: 100, newValue: 101 },
+        { kind: 'prop', name: 'n', oldValue: 200, newValue: 201 },
         { kind: 'prop', name: 't', oldValue: 'x', newValue: { y: 1 } },
       ])
+      // One set whose old value is wanted, and a stored JSON null compared exactly.
+      expect((await a.commit('s', [set('t', null)])).changes[0]).toMatchObject({
+        oldValue: { y: 1 },
+        newValue: null,
+      })
+      const bang: Change = { op: 'update', kind: 'prop', name: 't', update: (v) => `${String(v)}!` }
+      expect((await a.commit('s', [bang])).changes[0]).toMatchObject({
+        oldValue: null,
+        newValue: 'null!',
+      })
+      await b.commit('s', [set('t', 'z')])
+      const t = await a.commit('s', [bang])
+      expect(t.changes[0]).toMatchObject({ oldValue: 'z', newValue: 'z!' })
       // With ext properties and deletes, the general single-row statement.
       const ext = await a.commit('s', [
         inc('n'),
@@ -248,11 +265,11 @@ describeWith('postgres', 'storage-postgres', () => {
         { op: 'set', kind: 'ext', name: 'e', value: 1 },
       ])
       expect(ext.changes.map((c) => [c.oldValue, c.newValue])).toEqual([
-        [101, 102],
-        [{ y: 1 }, undefined],
+        [201, 202],
+        ['z!', undefined],
         [undefined, 1],
       ])
-      expect(await b.load('s')).toEqual({ props: { n: 102 }, ext: { e: 1 } })
+      expect(await b.load('s')).toEqual({ props: { n: 202 }, ext: { e: 1 } })
     } finally {
       await other.end()
     }
