@@ -290,6 +290,8 @@ interface RouteEntry {
 
 const FILTER: unique symbol = Symbol.for('substate.filter') as never
 const ROUTES = Symbol.for('substate.routes')
+/** `#dispatch` without a value to resolve with: it resolves with the `EmitResult`. */
+const NO_VALUE: unique symbol = Symbol('no value')
 const FILTERS = Symbol.for('substate.filters')
 const dispose: typeof Symbol.dispose = Symbol.dispose ?? (Symbol.for('Symbol.dispose') as never)
 
@@ -635,7 +637,7 @@ class Engine implements Container {
       typeof this.#storage === 'function' ? this.#storage(name) : this.#storage,
     live: (name) => this.subject(name),
     events$: this.events$,
-    emitChange: (subject, type, payload, change, extra, parent) => {
+    emitChange: (subject, type, payload, change, extra, parent, value) => {
       const id = this.#newId()
       const event: SubstateEvent = {
         id,
@@ -650,11 +652,16 @@ class Engine implements Container {
         oldValue: change?.oldValue,
         newValue: change?.newValue,
       }
-      const done = this.#dispatch(event, subject, parent, undefined)
-      if (parent !== undefined || !this.#throw) return done
-      return done.then((result) => {
-        if (!result.ok) throw this.#aggregate(result)
-      })
+      // Resolves with the writer's value itself: no promise of its own per change (the hot path).
+      return this.#dispatch(
+        event,
+        subject,
+        parent,
+        undefined,
+        false,
+        value,
+        parent === undefined && this.#throw,
+      ) as Promise<typeof value>
     },
   }
 
@@ -755,12 +762,19 @@ class Engine implements Container {
    * Runs one event: middleware (once) around routes and handlers, in a scope one level deeper than
    * the caller's. Failures are merged into the parent scope unless `detach` (the caller rethrows).
    */
+  /**
+   * With `value`, the promise resolves with `value` instead of the result (rejecting with the
+   * failures when `check` and a handler failed): what a subject write returns, without a promise
+   * of its own to map the result.
+   */
   #dispatch(
     event: SubstateEvent,
     subject: SubjectState,
     parent: Scope | undefined,
     targets: OutboundEmitter[] | undefined,
     detach = false,
+    value: unknown = NO_VALUE,
+    check = false,
   ): Promise<EmitResult> {
     const depth = parent === undefined ? 0 : parent.depth + 1
     if (depth > this.#maxDepth) {
@@ -768,7 +782,9 @@ class Engine implements Container {
     }
     const scope: Scope = { depth, originId: event.originId, failures: [], unit: parent?.unit }
     if (parent === undefined) this.#inflight++
-    return scopes.run(scope, () => this.#run(event, subject, scope, parent, targets, detach))
+    return scopes.run(scope, () =>
+      this.#run(event, subject, scope, parent, targets, detach, value, check),
+    )
   }
 
   async #run(
@@ -778,6 +794,8 @@ class Engine implements Container {
     parent: Scope | undefined,
     targets: OutboundEmitter[] | undefined,
     detach: boolean,
+    value: unknown,
+    check: boolean,
   ): Promise<EmitResult> {
     try {
       this.#log.record(event)
@@ -822,7 +840,9 @@ class Engine implements Container {
       if (parent !== undefined && !detach && failures.length > 0) parent.failures.push(...failures)
       let ok = true
       for (const f of failures) if (!f.deadLettered) ok = false
-      return { event, handled, failures, ok }
+      if (value === NO_VALUE) return { event, handled, failures, ok }
+      if (check && !ok) throw this.#aggregate({ event, handled, failures, ok })
+      return value as EmitResult
     } finally {
       if (parent === undefined && --this.#inflight === 0) this.#idle?.()
     }

@@ -23,8 +23,11 @@ import {
 /** What a subject needs of its container. */
 export interface SubjectHost {
   storageFor(subject: string): SubjectStorage
-  /** Dispatches a change event for `subject` in the current scope; resolves after its cascade. */
-  emitChange(
+  /**
+   * Dispatches a change event for `subject` in the current scope; resolves with `value` after its
+   * cascade (rejects when a handler failed and the container throws on failures at top level).
+   */
+  emitChange<T>(
     subject: SubjectState,
     type: string,
     payload: unknown,
@@ -32,7 +35,8 @@ export interface SubjectHost {
     extra: Record<string, unknown> | undefined,
     /** The scope the change happened in (`scopes.getStore()`), read once by the caller. */
     parent: Scope | undefined,
-  ): Promise<unknown>
+    value: T,
+  ): Promise<T>
   /** The live state for a name (a new one if it was evicted). */
   live(name: string): SubjectState
   readonly events$: Observable<SubstateEvent>
@@ -356,9 +360,7 @@ export class SubjectState implements Subject {
     const result = next.op === 'delete' ? oldValue : cloneJson(newValue)
     if (kind === 'ext' || options?.muted) return Promise.resolve(result)
     const extra = options?.extra
-    return this.#emitChange(property, had ? oldValue : undefined, newValue, extra, scope).then(
-      () => result,
-    )
+    return this.#emitChange(property, had ? oldValue : undefined, newValue, extra, scope, result)
   }
 
   #writeThrough(
@@ -374,7 +376,7 @@ export class SubjectState implements Subject {
       const result = next.op === 'delete' ? c.oldValue : cloneJson(c.newValue)
       if (kind === 'prop' && !options?.muted && !jsonEqual(c.oldValue, c.newValue)) {
         const extra = options?.extra
-        return this.#emitChange(property, c.oldValue, c.newValue, extra).then(() => result)
+        return this.#emitChange(property, c.oldValue, c.newValue, extra, scopes.getStore(), result)
       }
       return result
     })
@@ -476,7 +478,9 @@ export class SubjectState implements Subject {
   }
 
   async #announce(corrections: readonly Correction[]): Promise<void> {
-    for (const [name, from, to] of corrections) await this.#emitChange(name, from, to, undefined)
+    for (const [name, from, to] of corrections) {
+      await this.#emitChange(name, from, to, undefined, scopes.getStore(), undefined)
+    }
   }
 
   async flush(): Promise<void> {
@@ -504,6 +508,7 @@ export class SubjectState implements Subject {
       undefined,
       undefined,
       scopes.getStore(),
+      undefined,
     )
   }
 
@@ -713,13 +718,15 @@ export class SubjectState implements Subject {
     else map.set(name, value)
   }
 
-  #emitChange(
+  /** Emits the change event of a property; resolves with `result` after its cascade. */
+  #emitChange<T>(
     property: string,
     oldValue: JsonValue | undefined,
     newValue: JsonValue | undefined,
     extra: Record<string, unknown> | undefined,
-    scope: Scope | undefined = scopes.getStore(),
-  ): Promise<unknown> {
+    scope: Scope | undefined,
+    result: T,
+  ): Promise<T> {
     const deleted = newValue === undefined
     const old = cloneJson(oldValue)
     const value = cloneJson(newValue)
@@ -731,6 +738,7 @@ export class SubjectState implements Subject {
           { propertyName: property, oldValue: old },
           extra,
           scope,
+          result,
         )
       : this.#host.emitChange(
           this,
@@ -739,6 +747,7 @@ export class SubjectState implements Subject {
           { propertyName: property, oldValue: old, newValue: value },
           extra,
           scope,
+          result,
         )
   }
 }
