@@ -31,6 +31,7 @@ describeWith('postgres', 'storage-postgres', () => {
   let admin: pg.Pool
   let pool: pg.Pool
   const unreachable: pg.Pool[] = []
+  const independent: pg.Pool[] = []
   const opened: SubjectStorage[] = []
   const storage = (
     table: string,
@@ -55,6 +56,11 @@ describeWith('postgres', 'storage-postgres', () => {
 
   describeStorage('postgres', {
     create: (ns) => createPostgresStorage({ pool, schema, table: ns }),
+    createIndependent(ns) {
+      const own = new pg.Pool({ connectionString: databaseUrl, max: 2 })
+      independent.push(own)
+      return createPostgresStorage({ pool: own, schema, table: ns })
+    },
     createUnreachable() {
       const down = new pg.Pool({ host: '127.0.0.1', port: 1, user: 'postgres', database: 'test' })
       unreachable.push(down)
@@ -62,6 +68,7 @@ describeWith('postgres', 'storage-postgres', () => {
     },
     async cleanup() {
       for (const p of unreachable) await p.end()
+      for (const p of independent) await p.end()
     },
   })
 

@@ -29,11 +29,17 @@ async function sweep(client: Redis): Promise<void> {
 describeWith('redis', 'storage-redis', () => {
   let client: Redis
   const unreachable: Redis[] = []
+  const independent: Redis[] = []
 
   describeStorage('redis', {
     create(ns) {
       client ??= new Redis(redisUrl!)
       return createRedisStorage({ client, prefix: `${run}${ns}:` })
+    },
+    createIndependent(ns) {
+      const own = new Redis(redisUrl!)
+      independent.push(own)
+      return createRedisStorage({ client: own, prefix: `${run}${ns}:` })
     },
     createUnreachable() {
       // A closed port, with ioredis' defaults (reconnect forever, offline queue on).
@@ -43,6 +49,7 @@ describeWith('redis', 'storage-redis', () => {
     },
     async cleanup() {
       for (const c of unreachable) c.disconnect()
+      for (const c of independent) await c.quit()
       await sweep(client)
     },
   })

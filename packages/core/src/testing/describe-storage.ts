@@ -12,6 +12,12 @@ export interface StorageFactory {
    * fresh namespace.
    */
   create(namespace: string): SubjectStorage | Promise<SubjectStorage>
+  /**
+   * A storage of `namespace` on a connection of its own (a new client or pool), as another
+   * process would have: then writers race on the server, not in one client's queue. Omit for a
+   * storage that lives in one process (the tests that need it are skipped).
+   */
+  createIndependent?(namespace: string): SubjectStorage | Promise<SubjectStorage>
   /** A storage whose server is down (e.g. a closed port). Omit when there is no server. */
   createUnreachable?(): SubjectStorage | Promise<SubjectStorage>
   /** Called once after the suite: close clients the factory created. */
@@ -167,6 +173,40 @@ export function describeStorage(name: string, factory: StorageFactory): void {
       expect(ok).toBeGreaterThan(0)
       expect(await storages[0]!.load('hot:1')).toEqual({ props: { n: ok, m: ok }, ext: {} })
     })
+
+    // Only where there is a server to race on (a one-process storage has no second connection).
+    if (factory.createIndependent) {
+      it('applies concurrent updaters from separate connections (processes) without losing one', async () => {
+        const ns = fresh()
+        const storages = await Promise.all(
+          Array.from({ length: 4 }, async () => {
+            const s = await factory.createIndependent!(ns)
+            open.push(s)
+            return s
+          }),
+        )
+        // A subject nobody has written yet: creating it must not race either.
+        const subject = `brand-new:${fresh()}`
+        const outcomes = await Promise.allSettled(
+          storages.flatMap((s) =>
+            Array.from({ length: 25 }, () => s.commit(subject, [inc('n'), set('last', 1)])),
+          ),
+        )
+        const ok = outcomes.filter((o) => o.status === 'fulfilled').length
+        for (const o of outcomes) {
+          if (o.status === 'rejected') expect(isSubstateError(o.reason, 'CONFLICT')).toBe(true)
+        }
+        expect(ok).toBeGreaterThan(0)
+        expect(await storages[0]!.get(subject, 'prop', 'n')).toEqual({ value: ok })
+        // Every applied commit saw its own old value: no two read the same one.
+        const olds = outcomes.flatMap((o) =>
+          o.status === 'fulfilled'
+            ? [(o.value.changes[0]!.oldValue as number | undefined) ?? 0]
+            : [],
+        )
+        expect(new Set(olds).size).toBe(ok)
+      })
+    }
 
     it('makes a commit with an idempotency key apply once', async () => {
       const s = await make(fresh())
