@@ -17,5 +17,5 @@
  * @module
  */
 
-export type { ReceiverOptions } from './receiver.js'
+export type { ReceiverOptions, WebhookOptions } from './receiver.js'
 export { createReceiver } from './receiver.js'

@@ -27,6 +27,25 @@ export interface ReceiverOptions {
    * @default 1_000
    */
   readonly maxBacklog?: number
+  /**
+   * Answers the CloudEvents webhook validation handshake (abuse protection): an `OPTIONS` request
+   * to `path` with a `WebHook-Request-Origin` header is granted (200, `WebHook-Allowed-Origin`,
+   * `WebHook-Allowed-Rate`) when the origin is listed, refused (403) otherwise. Senders such as
+   * Azure Event Grid require it before they deliver. Without this option `OPTIONS` is answered
+   * 405, which tells a sender the handshake is not supported.
+   */
+  readonly webhook?: WebhookOptions
+}
+
+/** Who may deliver to the receiver, for the webhook validation handshake. */
+export interface WebhookOptions {
+  /** Origins (DNS names, e.g. `eventgrid.azure.net`) allowed to deliver, or `'*'` for any. */
+  readonly origins: readonly string[] | '*'
+  /**
+   * Requests per minute granted to an allowed origin (`WebHook-Allowed-Rate`); unlimited (`*`)
+   * when omitted.
+   */
+  readonly rate?: number
 }
 
 /**
@@ -42,6 +61,7 @@ export interface ReceiverOptions {
  *   is draining. A batch is answered 202 only when every event was handled or a duplicate,
  *   otherwise 500 (or 503) with `{ results: [{ id, status, error? }] }`; resending the whole
  *   batch is safe.
+ * - `OPTIONS /`: the CloudEvents webhook validation handshake, when `webhook` is set (405 otherwise).
  * - `GET /subjects/:name`: `{ name, props, ext }`, 404 when the subject has no properties.
  * - `GET /events?type=<glob>&subject=<glob>`: matching events as Server-Sent Events.
  * - `GET /healthz` (200 while the process serves), `GET /readyz` (503 once draining),
@@ -67,8 +87,10 @@ export function createReceiver(
     maxBodySize = 1_048_576,
     heartbeat = 15_000,
     maxBacklog = 1_000,
+    webhook,
   }: ReceiverOptions = {},
 ): Hono {
+  const allowed = webhook === undefined ? undefined : originFilter(webhook)
   const stats = new ReceiverStats()
   const app = new Hono()
   app.onError((err, c) => {
@@ -76,6 +98,25 @@ export function createReceiver(
     return c.json({ error: err.message }, 500)
   })
   app.post(path, ingest(container, stats, maxBodySize))
+  app.options(path, (c) => {
+    c.header('Allow', 'POST, OPTIONS')
+    if (allowed === undefined) return c.json({ error: 'the webhook handshake is not enabled' }, 405)
+    const origin = c.req.header('WebHook-Request-Origin')?.trim()
+    if (!origin) {
+      return c.json(
+        {
+          error: 'a webhook validation request needs a WebHook-Request-Origin header',
+          field: 'WebHook-Request-Origin',
+        },
+        400,
+      )
+    }
+    // Consent is the two headers alone: a refusal carries neither.
+    if (!allowed(origin)) return c.json({ error: `origin ${origin} may not deliver here` }, 403)
+    c.header('WebHook-Allowed-Origin', origin)
+    c.header('WebHook-Allowed-Rate', webhook?.rate === undefined ? '*' : String(webhook.rate))
+    return c.body(null, 200)
+  })
   app.get('/subjects/:name{.+}', async (c) => {
     if (container.closed) return c.json({ error: 'the container is draining' }, 503)
     const subject = container.subject(c.req.param('name'))
@@ -96,4 +137,17 @@ export function createReceiver(
     }),
   )
   return app
+}
+
+function originFilter({ origins, rate }: WebhookOptions): (origin: string) => boolean {
+  if (rate !== undefined && !(Number.isInteger(rate) && rate > 0))
+    throw new TypeError(
+      `webhook.rate must be a positive integer (requests per minute), got ${rate}`,
+    )
+  if (origins === '*') return () => true
+  if (!Array.isArray(origins))
+    throw new TypeError("webhook.origins must be a list of origins (DNS names) or '*'")
+  // DNS names are case-insensitive.
+  const set = new Set(origins.map((o) => o.toLowerCase()))
+  return (origin) => set.has(origin.toLowerCase())
 }
