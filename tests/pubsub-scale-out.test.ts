@@ -1,6 +1,6 @@
 /**
  * Scale-out: three worker processes (tests/src/pubsub-worker.ts, compiled to tests/dist) share one
- * Pub/Sub subscription and one Redis storage.
+ * Pub/Sub subscription and one storage: Redis, and (for the kill test) PostgreSQL.
  *
  * - 10,000 counter increments, one worker killed with SIGKILL mid-run: the messages it held come
  *   back to the others once their lease expires, and those it had already stored but not acked
@@ -19,8 +19,10 @@ import { fileURLToPath } from 'node:url'
 import type { PubSub } from '@google-cloud/pubsub'
 import { createContainer, type SubjectStorage } from '@substate/core'
 import { pubsubPublisher } from '@substate/pubsub'
+import { createPostgresStorage } from '@substate/storage-postgres'
 import { createRedisStorage } from '@substate/storage-redis'
 import { Redis } from 'ioredis'
+import pg from 'pg'
 import { afterEach, expect, it } from 'vitest'
 import { createEmulatorClient } from './support/pubsub-client.js'
 import {
@@ -28,7 +30,13 @@ import {
   type EmulatorTopic,
   PUBSUB_PROJECT_ID,
 } from './support/pubsub-emulator.js'
-import { describeWith, pubsubEmulatorHost, redisUrl, services } from './support/services.js'
+import {
+  databaseUrl,
+  describeWith,
+  pubsubEmulatorHost,
+  redisUrl,
+  services,
+} from './support/services.js'
 
 const WORKER = fileURLToPath(new URL('./dist/pubsub-worker.js', import.meta.url))
 const SOURCE = fileURLToPath(new URL('./src/pubsub-worker.ts', import.meta.url))
@@ -76,29 +84,47 @@ interface Cluster {
   stop(): Promise<Array<number | null>>
 }
 
-async function cluster(ordering: boolean): Promise<Cluster> {
+async function cluster(ordering: boolean, backend: 'redis' | 'postgres'): Promise<Cluster> {
   if (!existsSync(WORKER) || statSync(WORKER).mtimeMs < statSync(SOURCE).mtimeMs)
     throw new Error(`${WORKER} is missing or stale: run \`npx tsc -b\` (\`pnpm test\` does)`)
   const fixture = await createEmulatorTopic({ prefix: 'scale', ordering })
   const client = createEmulatorClient()
-  const redis = new Redis(redisUrl!)
-  const prefix = `pubsub-scale-${process.pid}-${Math.random().toString(36).slice(2, 8)}:`
+  const id = `${process.pid}_${Math.random().toString(36).slice(2, 8)}`
   cleanup.push(
     () => fixture.delete(),
     () => client.close(),
-    async () => {
+  )
+  // A Redis prefix, or a PostgreSQL table (created by the workers' storages).
+  let prefix: string
+  let storage: SubjectStorage
+  let storageEnv: Record<string, string>
+  if (backend === 'redis') {
+    const redis = new Redis(redisUrl!)
+    prefix = `pubsub-scale-${id}:`
+    storage = createRedisStorage({ client: redis, prefix })
+    storageEnv = { REDIS_URL: redisUrl! }
+    cleanup.push(async () => {
       const keys = await redis.keys(`s:${prefix}*`)
       if (keys.length > 0) await redis.del(...keys)
       redis.disconnect()
-    },
-  )
+    })
+  } else {
+    const pool = new pg.Pool({ connectionString: databaseUrl!, max: 2 })
+    prefix = `pubsub_scale_${id}`
+    storage = createPostgresStorage({ pool, table: prefix })
+    storageEnv = { DATABASE_URL: databaseUrl! }
+    cleanup.push(async () => {
+      await pool.query(`DROP TABLE IF EXISTS "${prefix}", "${prefix}_applied"`)
+      await pool.end()
+    })
+  }
   const reports = new Map<number, Report>()
   const spawn = (): Promise<ChildProcess> =>
     new Promise((resolve, reject) => {
       const child = fork(WORKER, [], {
         env: {
-          ...process.env,
-          REDIS_URL: redisUrl!,
+          ...withoutStorageUrls(process.env),
+          ...storageEnv,
           PUBSUB_EMULATOR_HOST: pubsubEmulatorHost!,
           PUBSUB_PROJECT: PUBSUB_PROJECT_ID,
           SUBSCRIPTION: fixture.subscription,
@@ -125,7 +151,7 @@ async function cluster(ordering: boolean): Promise<Cluster> {
   return {
     fixture,
     client,
-    storage: createRedisStorage({ client: redis, prefix }),
+    storage,
     workers,
     reports,
     total: (key) => [...reports.values()].reduce((sum, r) => sum + (r[key] as number), 0),
@@ -144,56 +170,69 @@ async function cluster(ordering: boolean): Promise<Cluster> {
   }
 }
 
+/** Child processes get only the storage URL of their backend. */
+function withoutStorageUrls(env: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
+  const { REDIS_URL: _r, DATABASE_URL: _d, ...rest } = env
+  return rest
+}
+
+/**
+ * `events` increments over 50 counters through three workers on `backend`; one worker is killed
+ * with SIGKILL once 30 % are handled. Every counter must end exact.
+ */
+async function killOneWorker(backend: 'redis' | 'postgres', EVENTS: number): Promise<void> {
+  const COUNTERS = 50
+  const c = await cluster(false, backend)
+  const t0 = performance.now()
+  await c.publish(
+    Array.from({ length: EVENTS }, (_, i) => ['count.inc', `counter:${i % COUNTERS}`] as const),
+  )
+
+  const [victim, ...survivors] = c.workers
+  await until(() => c.total('handled') >= EVENTS * 0.3, 60_000, '30 % handled')
+  victim!.kill('SIGKILL')
+  const killedAt = Date.now()
+  const killedHandled = c.reports.get(victim!.pid!)?.handled ?? 0
+  expect(killedHandled).toBeGreaterThan(0)
+
+  const counts = () =>
+    Promise.all(
+      Array.from({ length: COUNTERS }, async (_, i) => {
+        const found = await c.storage.get(`counter:${i}`, 'prop', 'count')
+        return (found?.value as number | undefined) ?? 0
+      }),
+    )
+  const state = async () => ({ counts: await counts(), workers: [...c.reports.values()] })
+  const stored = async () => (await counts()).reduce((a, b) => a + b, 0) >= EVENTS
+  await until(stored, 90_000, 'all increments stored', state)
+  const seconds = (performance.now() - t0) / 1000
+  // Stays exact once the killed worker's leases expired and its messages were redelivered.
+  await until(() => Date.now() - killedAt > 12_000, 30_000, 'the leases to expire')
+  const idle = () => survivors.every((w) => (c.reports.get(w.pid!)?.inflight ?? 0) === 0)
+  await until(idle, 30_000, 'the survivors to go idle', state)
+  await sleep(1_000)
+  expect(await counts()).toEqual(Array.from({ length: COUNTERS }, () => EVENTS / COUNTERS))
+
+  expect(await c.stop()).toEqual([0, 0]) // the survivors drain and exit cleanly
+  const bySurvivors = survivors.reduce((s, w) => s + (c.reports.get(w.pid!)?.handled ?? 0), 0)
+  console.log(
+    `[scale-out, ${backend}] ${EVENTS} events stored in ${seconds.toFixed(1)} s with a SIGKILL ` +
+      `(${Math.round(EVENTS / seconds)}/s end to end); killed worker handled ${killedHandled}, ` +
+      `survivors ${bySurvivors} (redeliveries that ran again were stored once)`,
+  )
+}
+
 const needs = services.pubsub === null ? 'pubsub' : 'redis'
 
 describeWith(needs, 'pubsub scale-out (3 worker processes, emulator, Redis)', () => {
   it('10,000 increments, one worker SIGKILLed mid-run: every counter exact', async () => {
-    const EVENTS = 10_000
-    const COUNTERS = 50
-    const c = await cluster(false)
-    const t0 = performance.now()
-    await c.publish(
-      Array.from({ length: EVENTS }, (_, i) => ['count.inc', `counter:${i % COUNTERS}`] as const),
-    )
-
-    const [victim, ...survivors] = c.workers
-    await until(() => c.total('handled') >= EVENTS * 0.3, 60_000, '30 % handled')
-    victim!.kill('SIGKILL')
-    const killedAt = Date.now()
-    const killedHandled = c.reports.get(victim!.pid!)?.handled ?? 0
-    expect(killedHandled).toBeGreaterThan(0)
-
-    const counts = () =>
-      Promise.all(
-        Array.from({ length: COUNTERS }, async (_, i) => {
-          const found = await c.storage.get(`counter:${i}`, 'prop', 'count')
-          return (found?.value as number | undefined) ?? 0
-        }),
-      )
-    const state = async () => ({ counts: await counts(), workers: [...c.reports.values()] })
-    const stored = async () => (await counts()).reduce((a, b) => a + b, 0) >= EVENTS
-    await until(stored, 90_000, 'all increments stored', state)
-    const seconds = (performance.now() - t0) / 1000
-    // Stays exact once the killed worker's leases expired and its messages were redelivered.
-    await until(() => Date.now() - killedAt > 12_000, 30_000, 'the leases to expire')
-    const idle = () => survivors.every((w) => (c.reports.get(w.pid!)?.inflight ?? 0) === 0)
-    await until(idle, 30_000, 'the survivors to go idle', state)
-    await sleep(1_000)
-    expect(await counts()).toEqual(Array.from({ length: COUNTERS }, () => EVENTS / COUNTERS))
-
-    expect(await c.stop()).toEqual([0, 0]) // the survivors drain and exit cleanly
-    const bySurvivors = survivors.reduce((s, w) => s + (c.reports.get(w.pid!)?.handled ?? 0), 0)
-    console.log(
-      `[scale-out] ${EVENTS} events stored in ${seconds.toFixed(1)} s with a SIGKILL ` +
-        `(${Math.round(EVENTS / seconds)}/s end to end); killed worker handled ${killedHandled}, ` +
-        `survivors ${bySurvivors} (redeliveries that ran again were stored once)`,
-    )
+    await killOneWorker('redis', 10_000)
   }, 150_000)
 
   it('ordered subscription: each subject’s events are handled in order across processes', async () => {
     const EVENTS = 3_000
     const SUBJECTS = 30
-    const c = await cluster(true)
+    const c = await cluster(true, 'redis')
     await c.publish(
       Array.from(
         { length: EVENTS },
@@ -211,3 +250,13 @@ describeWith(needs, 'pubsub scale-out (3 worker processes, emulator, Redis)', ()
     expect(await c.stop()).toEqual([0, 0, 0])
   }, 90_000)
 })
+
+describeWith(
+  services.pubsub === null ? 'pubsub' : 'postgres',
+  'pubsub scale-out (3 worker processes, emulator, PostgreSQL)',
+  () => {
+    it('3,000 increments, one worker SIGKILLed mid-run: every counter exact', async () => {
+      await killOneWorker('postgres', 3_000)
+    }, 150_000)
+  },
+)

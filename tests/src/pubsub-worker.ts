@@ -1,18 +1,21 @@
 /**
- * A scale-out worker for `tests/pubsub-scale-out.test.ts`: one container on a shared Redis
- * storage, fed by a Pub/Sub subscription shared with the other workers. Each `count.inc` event
+ * A scale-out worker for `tests/pubsub-scale-out.test.ts`: one container on a shared Redis or
+ * PostgreSQL storage, fed by a Pub/Sub subscription shared with the other workers. Each `count.inc` event
  * increments the `count` of its subject; `seq` events (payload `{ i }`, 0, 1, 2... per subject)
  * record the last `i` and count those that arrive out of order in `disorder`. Reports its subscriber's counters to the parent over IPC
  * every 100 ms; exits cleanly (draining) on SIGTERM.
  *
- * Environment: REDIS_URL, PUBSUB_EMULATOR_HOST, PUBSUB_PROJECT, SUBSCRIPTION, PREFIX.
+ * Environment: PUBSUB_EMULATOR_HOST, PUBSUB_PROJECT, SUBSCRIPTION, PREFIX (a Redis prefix or a
+ * PostgreSQL table), and REDIS_URL or DATABASE_URL (PostgreSQL when set).
  * @module
  */
 import { Duration, PubSub } from '@google-cloud/pubsub'
 import { createContainer } from '@substate/core'
 import { pubsubSubscriber } from '@substate/pubsub'
+import { createPostgresStorage } from '@substate/storage-postgres'
 import { createRedisStorage } from '@substate/storage-redis'
 import { Redis } from 'ioredis'
+import pg from 'pg'
 
 const env = (name: string): string => {
   const v = process.env[name]
@@ -20,7 +23,9 @@ const env = (name: string): string => {
   return v
 }
 
-const redis = new Redis(env('REDIS_URL'))
+const databaseUrl = process.env.DATABASE_URL
+const redis = databaseUrl ? undefined : new Redis(env('REDIS_URL'))
+const pool = databaseUrl ? new pg.Pool({ connectionString: databaseUrl, max: 8 }) : undefined
 const client = new PubSub({
   projectId: env('PUBSUB_PROJECT'),
   apiEndpoint: env('PUBSUB_EMULATOR_HOST'),
@@ -28,7 +33,9 @@ const client = new PubSub({
   universeDomain: 'googleapis.com',
 })
 const container = createContainer({
-  storage: createRedisStorage({ client: redis, prefix: env('PREFIX') }),
+  storage: pool
+    ? createPostgresStorage({ pool, table: env('PREFIX') })
+    : createRedisStorage({ client: redis!, prefix: env('PREFIX') }),
   source: `worker-${process.pid}`,
 })
 let handled = 0
@@ -67,7 +74,8 @@ process.once('SIGTERM', () => {
     const closed = await container.close({ drainTimeout: 5_000 })
     report()
     await client.close()
-    redis.disconnect()
+    redis?.disconnect()
+    await pool?.end()
     process.exitCode = closed.errors.length === 0 ? 0 : 1
     process.disconnect?.()
   })()
