@@ -414,14 +414,15 @@ describeWith('postgres', 'storage-postgres', () => {
   it('never sends a commit late: one that timed out waiting for a pool connection is dropped', async () => {
     const small = new pg.Pool({ connectionString: databaseUrl, max: 1 })
     const s = storage(`late_${Date.now().toString(36)}`, { pool: small, timeout: 300 })
-    await s.load('warm-up') // creates the table
+    // The row exists, so a late single-row UPDATE would change it (on a missing row it would not).
+    await s.commit('late:1', [set('v', 0)])
     const held = await small.connect() // the only connection is busy
     const err = await s.commit('late:1', [set('v', 1)]).catch((e: unknown) => e)
     expect(isSubstateError(err, 'STORAGE')).toBe(true)
     expect(isSubstateError((err as Error).cause, 'TIMEOUT')).toBe(true)
     held.release()
     await new Promise((r) => setTimeout(r, 300))
-    expect(await s.get('late:1', 'prop', 'v')).toBeUndefined()
+    expect(await s.get('late:1', 'prop', 'v')).toEqual({ value: 0 })
     await small.end()
   })
 
