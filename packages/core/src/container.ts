@@ -711,7 +711,7 @@ class Engine implements Container {
     parent: Scope | undefined,
     targets: OutboundEmitter[] | undefined,
   ): Promise<EmitResult> {
-    const result = await this.#dispatch(event, s, parent, targets, this.#throw)
+    const result = await this.#dispatch(event, s, parent, targets, this.#throw, NO_VALUE, false)
     if (this.#throw && !result.ok) throw this.#aggregate(result)
     return result
   }
@@ -763,8 +763,8 @@ class Engine implements Container {
    * the caller's. Failures are merged into the parent scope unless `detach` (the caller rethrows).
    */
   /**
-   * With `value`, the promise resolves with `value` instead of the result (rejecting with the
-   * failures when `check` and a handler failed): what a subject write returns, without a promise
+   * With a `value` (anything but `NO_VALUE`, `undefined` included), the promise resolves with
+   * `value` instead of the result (rejecting with the failures when `check` and a handler failed): what a subject write returns, without a promise
    * of its own to map the result.
    */
   #dispatch(
@@ -772,9 +772,9 @@ class Engine implements Container {
     subject: SubjectState,
     parent: Scope | undefined,
     targets: OutboundEmitter[] | undefined,
-    detach = false,
-    value: unknown = NO_VALUE,
-    check = false,
+    detach: boolean,
+    value: unknown,
+    check: boolean,
   ): Promise<EmitResult> {
     const depth = parent === undefined ? 0 : parent.depth + 1
     if (depth > this.#maxDepth) {
@@ -1129,7 +1129,9 @@ class Engine implements Container {
     const root: Scope = { depth: -1, originId: event.originId, failures: [], unit }
     let result: EmitResult
     try {
-      result = await scopes.run(root, () => this.#dispatch(event, subject, root, undefined, true))
+      result = await scopes.run(root, () =>
+        this.#dispatch(event, subject, root, undefined, true, NO_VALUE, false),
+      )
     } catch (e) {
       this.#discard(unit)
       return { status: 'failed', error: e instanceof Error ? e : new Error(String(e)) }

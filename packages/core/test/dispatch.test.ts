@@ -1,10 +1,12 @@
 import {
   CascadeDepthError,
   createContainer,
+  createMemoryStorage,
   type DeadLetter,
   type EventContext,
   type HandlerFailure,
   isSubstateError,
+  SUBJECT_DELETED,
   SUBJECT_PROPERTY_CHANGED,
 } from '@substate/core'
 import { describe, expect, it } from 'vitest'
@@ -226,6 +228,30 @@ describe('failures are never silent', () => {
     })
     await expect(c.subject('s').set('p', 1)).rejects.toBeInstanceOf(AggregateError)
     expect(await c.subject('s').get('p')).toBe(1)
+  })
+
+  it("rejects flush() and a store() whose correction event fails, under errorMode 'throw'", async () => {
+    const storage = createMemoryStorage()
+    const c = createContainer({ storage, errorMode: 'throw' })
+    const other = createContainer({ storage })
+    quiet(c)
+    c.on(SUBJECT_DELETED, () => {
+      throw new Error('on delete')
+    })
+    await c.subject('gone').set('p', 1, { muted: true })
+    await c.subject('gone').store()
+    await expect(c.subject('gone').flush()).rejects.toBeInstanceOf(AggregateError)
+
+    // Another process increments in between: store() takes the stored value and announces it.
+    c.on(SUBJECT_PROPERTY_CHANGED, (ctx) => {
+      if (ctx.newValue === 11) throw new Error('on the correction')
+    })
+    const s = c.subject('n')
+    await s.set('n', (n = 0) => n + 1) // cached: 1, pending
+    await other.subject('n').set('n', 10, { cache: false })
+    await expect(s.store()).rejects.toBeInstanceOf(AggregateError)
+    expect(await s.get('n')).toBe(11)
+    expect((await storage.load('n')).props).toEqual({ n: 11 })
   })
 
   it('retries with backoff, then dead-letters; a success on retry is no failure', async () => {
