@@ -445,9 +445,20 @@ export class SubjectState implements Subject {
         options,
       )
     } catch (e) {
-      return Promise.reject(e).catch(failed)
+      // Restored at once: the writes are never missing from pending, even for a microtask.
+      this.#restorePending(taken)
+      return Promise.reject(wrapStorage(this.#storage, 'store', this.name, e))
     }
-    return committing.then((result) => this.#stored(result), failed)
+    return committing.then((result) => {
+      const corrections = this.#stored(result)
+      if (this.#loaded) return corrections
+      // The cache was dropped (a failed unit, a duplicate): refill it now, best effort (a failed
+      // load only means the next access loads), so the subject reads as stored right after.
+      return this.#load().then(
+        () => undefined,
+        () => undefined,
+      )
+    }, failed)
   }
 
   /**
@@ -460,6 +471,8 @@ export class SubjectState implements Subject {
       this.#rebase()
       return undefined
     }
+    // Dropped meanwhile (a failed unit rebased it): the next access reloads what storage holds.
+    if (!this.#loaded) return undefined
     let corrections: Correction[] | undefined
     const pending = this.#pending
     for (const c of result.changes) {

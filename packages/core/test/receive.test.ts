@@ -242,10 +242,21 @@ describe('units of work sharing a subject', () => {
       await new Promise((r) => setTimeout(r, ctx.subject.name === 'a' ? 5 : 40))
       if (ctx.subject.name === 'a') throw new Error('a fails')
     })
+    const changes: string[] = []
+    c.events$.subscribe((e) => {
+      if (e.subject === 'shared') changes.push(`${e.propertyName}:${e.oldValue}->${e.newValue}`)
+    })
     const [ra, rb] = await Promise.all([c.receive(incoming('a')), c.receive(incoming('b'))])
     expect([ra.status, rb.status]).toEqual(['failed', 'handled'])
     expect((await storage.load('shared')).props).toEqual({ b: true, n: 10 })
     expect(c.subject('shared').toJSON().props).toEqual({ b: true, n: 10 })
+    // Only the writes' own events: b's store after a's failure announces no spurious correction.
+    expect(changes.sort()).toEqual([
+      'a:undefined->true',
+      'b:undefined->true',
+      'n:10->20',
+      'n:undefined->10',
+    ])
   })
 
   it('a handler that calls store() itself commits its own unit only', async () => {
