@@ -56,7 +56,11 @@ export interface CommittedChange {
   readonly name: string
   /** The stored value before the commit; `undefined` when the property did not exist. */
   readonly oldValue: JsonValue | undefined
-  /** The stored value after the commit; `undefined` when the property was deleted. */
+  /**
+   * The stored value after the commit; `undefined` when the property was deleted. May be the very
+   * value the change set passed (a `set`) or its updater returned: not a copy, so a caller that
+   * keeps it must not mutate it (core does not: it copies whatever it hands out).
+   */
   readonly newValue: JsonValue | undefined
 }
 

@@ -302,7 +302,24 @@ export class CommitQueue {
     }
     return sent.then(
       (outcomes) => {
-        for (let i = 0; i < batch.length; i++) this.#apply(batch[i]!, outcomes[i]!)
+        for (let i = 0; i < batch.length; i++) {
+          const b = batch[i]!
+          const outcome = outcomes[i]
+          try {
+            if (outcome === undefined) {
+              throw new StorageError(
+                this.#backend.storage,
+                'commit',
+                b.pending.subject,
+                `the backend returned ${outcomes.length} outcomes for a batch of ${batch.length}`,
+              )
+            }
+            this.#apply(b, outcome)
+          } catch (e) {
+            // Every commit settles, whatever went wrong here (else it, and close(), would hang).
+            if (this.#queues.get(b.pending.subject)?.[0] === b.pending) this.#reject(b.pending, e)
+          }
+        }
       },
       (e: unknown) => {
         const retry = this.#backend.retryable(e)
