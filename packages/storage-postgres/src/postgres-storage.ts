@@ -192,9 +192,16 @@ export function createPostgresStorage({
         reject(e)
       }
       const send = (): Promise<void> => {
-        if (!expired) return pool.query(config).then(done, failed)
-        if (single) state.queued--
-        return Promise.resolve()
+        if (expired) {
+          if (single) state.queued--
+          return Promise.resolve()
+        }
+        try {
+          return pool.query(config).then(done, failed)
+        } catch (e) {
+          failed(e) // a driver that throws instead of rejecting must not stall the queries after
+          return Promise.resolve()
+        }
       }
       // A pool's checkout can wait past the deadline: then the connection goes back unused, so a
       // query the caller was told failed is never sent later.
