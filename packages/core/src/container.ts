@@ -13,6 +13,7 @@ import { type Scope, scopes, type UnitOfWork } from './scope.js'
 import type { StorageProvider, SubjectStorage } from './storage.js'
 import { type SubjectHost, SubjectState } from './subject.js'
 import type {
+  BatchOptions,
   DeadLetterSink,
   EmitResult,
   EventMap,
@@ -73,6 +74,12 @@ export type Filter<C = EventContext> = (ctx: C) => boolean | Promise<boolean>
 /** A handler function. */
 export type Handler<C = EventContext> = (ctx: C) => unknown
 
+/** A batch handler (`on(pattern, { batch: { size, wait } }, handler)`): the events' contexts. */
+export type BatchHandler<C = EventContext> = (ctxs: C[]) => unknown
+
+/** Options of a per-event handler (`batch` makes a batch handler: see {@link On}). */
+type EventHandlerOptions = HandlerOptions & { readonly batch?: undefined }
+
 declare const FILTER_TAG: unique symbol
 /** What `when(...)` returns: a filter for `on(...)`, usable as a method decorator too. */
 export interface WhenFilter<C = EventContext> {
@@ -90,9 +97,20 @@ type Ctx<E, T> = EventContext<PayloadOf<E, T>>
 
 /** `on`: register a handler (patterns, filters, options, function) or decorate a method. */
 export interface On<E> {
+  // Per-event handlers come first and exclude `batch`: a batch call fails them on its options,
+  // before its handler's parameter is typed, and reaches the batch overload.
   <const T extends string>(
     pattern: T | readonly T[],
-    ...rest: [...(WhenFilter<Ctx<E, T>> | HandlerOptions)[], Handler<Ctx<E, T>>]
+    ...rest: [...(WhenFilter<Ctx<E, T>> | EventHandlerOptions)[], Handler<Ctx<E, T>>]
+  ): Unsubscribe
+  /** A batch handler: called with the contexts of up to `batch.size` events at once. */
+  <const T extends string>(
+    pattern: T | readonly T[],
+    ...rest: [
+      ...WhenFilter<Ctx<E, T>>[],
+      HandlerOptions & { readonly batch: BatchOptions },
+      BatchHandler<Ctx<E, T>>,
+    ]
   ): Unsubscribe
   (...args: [...(string | readonly string[] | WhenFilter | HandlerOptions)[], Handler]): Unsubscribe
   (...patterns: (string | readonly string[] | HandlerOptions)[]): MethodDecorator
@@ -423,6 +441,8 @@ class Engine implements Container {
   readonly #errorHooks = new Set<(f: HandlerFailure) => void>()
   readonly #startHooks = new Set<() => Promise<void> | void>()
   readonly #closeHooks = new Set<() => Promise<void> | void>()
+  /** Flushes the partial batch of each batch handler (on close). */
+  readonly #batches = new Set<() => void>()
   readonly #emitters = new Set<OutboundEmitter>()
   readonly #targetCache = new Map<string, OutboundEmitter>()
   readonly #queue: KeyedQueue
@@ -545,6 +565,8 @@ class Engine implements Container {
     const name = options.name ?? (fn.name || `handler#${++this.#anonymous}`)
     if (options.retry && !(options.retry.attempts >= 1))
       throw new TypeError(`${name}: retry.attempts must be >= 1`)
+    if (options.batch !== undefined)
+      fn = this.#batcher(name, options.batch, fn as unknown as BatchHandler)
     const simple = options.retry === undefined && options.timeout === undefined
     const entry = { name, stats: this.#metrics.of(name), simple, fn, filters, options }
     const off = this.#router.add(patterns, entry)
@@ -566,6 +588,70 @@ class Engine implements Container {
     return unsubscribe(
       this.#routes.add(patterns, { emitter, direct: options?.policy === 'direct' }),
     )
+  }
+
+  /**
+   * The per-event handler of a batch handler: each event joins the open batch and waits for it.
+   * The batch runs as a unit of work of its own (in a scope below its events' deepest, with the
+   * first event's origin id): what it writes is stored before any of its events completes, and
+   * when it fails (or a nested handler does) nothing it cached is stored and every one of its
+   * events fails, to be retried or dead-lettered event by event.
+   */
+  #batcher(name: string, { size, wait }: BatchOptions, fn: BatchHandler): Handler {
+    if (!(Number.isInteger(size) && size >= 1))
+      throw new TypeError(`${name}: batch.size must be an integer >= 1, got ${size}`)
+    if (!(typeof wait === 'number' && wait >= 0 && Number.isFinite(wait)))
+      throw new TypeError(`${name}: batch.wait must be a number of milliseconds >= 0, got ${wait}`)
+    interface Batch {
+      readonly ctxs: EventContext[]
+      depth: number
+      readonly done: Promise<void>
+      settle(error?: unknown): void
+      timer: NodeJS.Timeout | undefined
+    }
+    let open: Batch | undefined
+    const flush = (): void => {
+      const batch = open
+      if (batch === undefined) return
+      open = undefined
+      this.#batches.delete(flush)
+      clearTimeout(batch.timer)
+      this.#runBatch(batch.ctxs, batch.depth, fn).then(
+        () => batch.settle(),
+        (e: unknown) => batch.settle(e ?? new Error('the batch handler failed')),
+      )
+    }
+    return (ctx) => {
+      if (open === undefined) {
+        let settle!: (error?: unknown) => void
+        const done = new Promise<void>((resolve, reject) => {
+          settle = (error) => (error === undefined ? resolve() : reject(error))
+        })
+        open = { ctxs: [], depth: 0, done, settle, timer: undefined }
+        this.#batches.add(flush)
+        if (this.#closing) queueMicrotask(flush)
+        else open.timer = setTimeout(flush, wait)
+      }
+      const batch = open
+      batch.ctxs.push(ctx)
+      batch.depth = Math.max(batch.depth, scopes.getStore()?.depth ?? 0)
+      if (batch.ctxs.length >= size) flush()
+      return batch.done
+    }
+  }
+
+  async #runBatch(ctxs: EventContext[], depth: number, fn: BatchHandler): Promise<void> {
+    const unit: UnitOfWork = { touched: new Set() }
+    const scope: Scope = { depth: depth + 1, originId: ctxs[0]!.originId, failures: [], unit }
+    try {
+      await scopes.run(scope, () => fn(ctxs))
+      const failed = scope.failures.find((f) => !f.deadLettered)
+      if (failed) throw failed.error
+      for (const s of unit.touched) await s.store({ unit })
+    } catch (e) {
+      this.#discard(unit)
+      throw e
+    }
   }
 
   onError(hook: (failure: HandlerFailure) => void): Unsubscribe {
@@ -1177,6 +1263,8 @@ class Engine implements Container {
 
   async #shutdown(drainTimeout: number): Promise<CloseReport> {
     this.#closing = true
+    // Partial batches go now: nothing more is coming to fill them.
+    for (const flush of [...this.#batches]) flush()
     const drained = this.#inflight
     const errors: unknown[] = []
     for (const hook of this.#closeHooks) {

@@ -72,6 +72,7 @@ export type {
   Updater as StorageUpdater,
 } from './storage.js'
 export type {
+  BatchOptions,
   BuiltinEvents,
   DeadLetter,
   DeadLetterSink,

@@ -203,6 +203,21 @@ export interface HandlerOptions {
   readonly retry?: RetryPolicy
   /** Per-attempt timeout in ms; `ctx.signal` aborts when it elapses. */
   readonly timeout?: number
+  /**
+   * Makes the handler a batch handler, called with the contexts of up to `size` events at once:
+   * `on('reading.*', { batch: { size: 100, wait: 50 } }, async (ctxs) => ...)`.
+   */
+  readonly batch?: BatchOptions
+}
+
+/**
+ * How a batch handler collects events: a batch is handled when it holds `size` events, or `wait`
+ * milliseconds after its first event arrived, whichever comes first (at once when the container
+ * closes).
+ */
+export interface BatchOptions {
+  readonly size: number
+  readonly wait: number
 }
 
 /** A dead-letter entry: an event whose handler failed after its last attempt. */

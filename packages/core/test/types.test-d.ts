@@ -31,6 +31,19 @@ test('a typed event map types on and emit', () => {
   on('device.*', (ctx) => {
     expectTypeOf(ctx.payload).toBeUnknown()
   })
+  // A batch handler gets the contexts of its events, typed as a per-event handler's.
+  on('order.created', { batch: { size: 10, wait: 50 } }, async (ctxs) => {
+    expectTypeOf(ctxs[0]!.payload.total).toBeNumber()
+    expectTypeOf(ctxs.length).toBeNumber()
+  })
+  on(
+    'order.created',
+    when((ctx) => ctx.payload.total > 0),
+    { batch: { size: 10, wait: 50 }, retry: { attempts: 2 } },
+    (ctxs) => {
+      expectTypeOf(ctxs).toBeArray()
+    },
+  )
   expectTypeOf(emit('order.created', 'order:1', { orderId: '1', total: 3 })).toEqualTypeOf<
     Promise<EmitResult>
   >()
