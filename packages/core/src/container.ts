@@ -9,6 +9,7 @@ import { KeyedQueue } from './keyed-queue.js'
 import { createMemoryStorage } from './memory-storage.js'
 import { type HandlerStats, Metrics, type MetricsSnapshot } from './metrics.js'
 import { compileGlob, Router } from './router.js'
+import { nextTick, type ScheduleSpec } from './schedule.js'
 import { type Scope, scopes, type UnitOfWork } from './scope.js'
 import type { StorageProvider, SubjectStorage } from './storage.js'
 import { type SubjectHost, SubjectState } from './subject.js'
@@ -130,6 +131,18 @@ export interface Handlers<E> {
   readonly when: <C = EventContext>(filter: Filter<C>) => WhenFilter<C>
   readonly middleware: (fn: Middleware<EventContext>) => Unsubscribe
   readonly emit: Emit<E>
+}
+
+/** Options of {@link Container.schedule}. */
+export interface ScheduleOptions {
+  /**
+   * Identifies the schedule in storage: containers sharing a storage and a schedule name share
+   * its ticks (each tick is handled by one of them).
+   * @default the event type
+   */
+  readonly name?: string
+  /** Subject of the scheduled events. @default `schedule:<name>` */
+  readonly subject?: string
 }
 
 /** An event arriving from outside (HTTP, Pub/Sub), handled in a unit of work by `receive`. */
@@ -272,6 +285,23 @@ export interface Container<E extends EventMap = EventMap> {
   /** The most recent events, newest first: `eventLog.recent(20, { type: 'device.*' })`. */
   readonly eventLog: EventLog
   /**
+   * Emits `type` on a schedule: `{ every: ms }` (on multiples of `every` since the epoch) or
+   * `{ cron: 'm h dom mon dow' }` (UTC). Each tick is claimed in storage by compare-and-set, so
+   * replicas sharing a storage handle it once between them, never twice; with one process (or
+   * memory storage) it simply runs. A claimed tick is handled as a unit of work (`receive`):
+   * what its handlers cache is stored. Ticks missed while no replica ran are not caught up.
+   * Stops when the returned function is called or the container closes.
+   *
+   * @example
+   * container.schedule('report.hourly', { cron: '0 * * * *' })
+   */
+  schedule(
+    type: string,
+    when: ScheduleSpec,
+    payload?: unknown,
+    options?: ScheduleOptions,
+  ): Unsubscribe
+  /**
    * Request/reply: emits `type` and resolves with the first `reply` event (a glob) of the same
    * cascade (same origin id) — a local handler's `ctx.emit(reply)`, or a reply that came back from
    * another service carrying this request's `originid`. Rejects with `TimeoutError` after
@@ -308,6 +338,8 @@ interface RouteEntry {
 
 const FILTER: unique symbol = Symbol.for('substate.filter') as never
 const ROUTES = Symbol.for('substate.routes')
+/** The `source` of scheduled events (the same on every replica, so ticks dedupe across them). */
+const SCHEDULE_SOURCE = 'substate/schedule'
 /** `#dispatch` without a value to resolve with: it resolves with the `EmitResult`. */
 const NO_VALUE: unique symbol = Symbol('no value')
 const FILTERS = Symbol.for('substate.filters')
@@ -414,7 +446,9 @@ class Context implements EventContext {
   }
 
   emit(type: string, payload?: unknown, options?: ContextEmitOptions): Promise<EmitResult> {
-    return this.#engine.emit(type, options?.subject ?? this.subject, payload, options)
+    // This event's origin id, also from a batch handler (whose scope carries the first event's).
+    const subject = options?.subject ?? this.subject
+    return this.#engine.emitFrom(this.event.originId, type, subject, payload, options)
   }
 }
 
@@ -443,6 +477,8 @@ class Engine implements Container {
   readonly #closeHooks = new Set<() => Promise<void> | void>()
   /** Flushes the partial batch of each batch handler (on close). */
   readonly #batches = new Set<() => void>()
+  /** Stops each running schedule (on close). */
+  readonly #schedules = new Set<() => void>()
   readonly #emitters = new Set<OutboundEmitter>()
   readonly #targetCache = new Map<string, OutboundEmitter>()
   readonly #queue: KeyedQueue
@@ -566,7 +602,7 @@ class Engine implements Container {
     if (options.retry && !(options.retry.attempts >= 1))
       throw new TypeError(`${name}: retry.attempts must be >= 1`)
     if (options.batch !== undefined)
-      fn = this.#batcher(name, options.batch, fn as unknown as BatchHandler)
+      fn = this.#batcher(name, options.batch, options.timeout, fn as unknown as BatchHandler)
     const simple = options.retry === undefined && options.timeout === undefined
     const entry = { name, stats: this.#metrics.of(name), simple, fn, filters, options }
     const off = this.#router.add(patterns, entry)
@@ -597,11 +633,20 @@ class Engine implements Container {
    * when it fails (or a nested handler does) nothing it cached is stored and every one of its
    * events fails, to be retried or dead-lettered event by event.
    */
-  #batcher(name: string, { size, wait }: BatchOptions, fn: BatchHandler): Handler {
+  #batcher(
+    name: string,
+    { size, wait }: BatchOptions,
+    timeout: number | undefined,
+    fn: BatchHandler,
+  ): Handler {
     if (!(Number.isInteger(size) && size >= 1))
       throw new TypeError(`${name}: batch.size must be an integer >= 1, got ${size}`)
     if (!(typeof wait === 'number' && wait >= 0 && Number.isFinite(wait)))
       throw new TypeError(`${name}: batch.wait must be a number of milliseconds >= 0, got ${wait}`)
+    if (timeout !== undefined)
+      throw new TypeError(
+        `${name}: a batch handler takes no timeout (its events' wait for the batch would count against it; bound the work inside the handler)`,
+      )
     interface Batch {
       readonly ctxs: EventContext[]
       depth: number
@@ -645,7 +690,9 @@ class Engine implements Container {
     const scope: Scope = { depth: depth + 1, originId: ctxs[0]!.originId, failures: [], unit }
     try {
       await scopes.run(scope, () => fn(ctxs))
-      const failed = scope.failures.find((f) => !f.deadLettered)
+      // As strict as a unit of work: a failure in the cascade counts unless durably dead-lettered
+      // (the events may be ingress units, which would not be acknowledged).
+      const failed = scope.failures.find((f) => !(f.deadLettered && f.durable))
       if (failed) throw failed.error
       for (const s of unit.touched) await s.store({ unit })
     } catch (e) {
@@ -756,12 +803,24 @@ class Engine implements Container {
   readonly emit: Emit<EventMap> = (type, subject, payload, options) =>
     this.#emitTop(type, subject, payload, options, undefined)
 
+  /** `emit` from a handler's context: the nested event keeps that context's origin id. */
+  emitFrom(
+    originId: string,
+    type: string,
+    subject: Subject | string,
+    payload: unknown,
+    options: EmitOptions | undefined,
+  ): Promise<EmitResult> {
+    return this.#emitTop(type, subject, payload, options, undefined, originId)
+  }
+
   #emitTop(
     type: string,
     subject: Subject | string,
     payload: unknown,
     options: EmitOptions | undefined,
     id: string | undefined,
+    origin?: string,
   ): Promise<EmitResult> {
     if (typeof type !== 'string' || type === '')
       throw new TypeError(
@@ -786,7 +845,8 @@ class Engine implements Container {
       extra: options?.extra,
     }
     // The event at the top of a cascade is its own origin.
-    ;(event as { originId: string }).originId = parent === undefined ? event.id : parent.originId
+    ;(event as { originId: string }).originId =
+      parent === undefined ? event.id : (origin ?? parent.originId)
     // Resolved before the first await: a missing target factory is misuse, thrown synchronously.
     return this.#emitEvent(event, s, parent, this.#targetsFor(options))
   }
@@ -1112,6 +1172,95 @@ class Engine implements Container {
     }
   }
 
+  // ---- scheduling ----
+
+  schedule(
+    type: string,
+    when: ScheduleSpec,
+    payload?: unknown,
+    options?: ScheduleOptions,
+  ): Unsubscribe {
+    if (typeof type !== 'string' || type === '')
+      throw new TypeError(
+        `schedule(): the event type must be a non-empty string, got ${JSON.stringify(type)}`,
+      )
+    if (this.#closing) throw new ShutdownError()
+    const next = nextTick(when)
+    next(Date.now()) // a cron expression that never matches throws here, not later
+    const name = options?.name ?? type
+    const subject = options?.subject ?? `schedule:${name}`
+    const data = payload === undefined ? undefined : copyJson(payload, `the payload of ${type}`)
+    const claim = `substate:schedule:${name}`
+    let timer: NodeJS.Timeout | undefined
+    let stopped = false
+    const stop = (): void => {
+      stopped = true
+      clearTimeout(timer)
+      this.#schedules.delete(stop)
+    }
+    const arm = (after: number): void => {
+      if (stopped) return
+      const at = next(after)
+      timer = setTimeout(() => {
+        arm(Math.max(Date.now(), at)) // the next tick does not wait for this one's handlers
+        void this.#tick(claim, at, { type, subject, payload: data, name })
+      }, at - Date.now())
+    }
+    arm(Date.now())
+    this.#schedules.add(stop)
+    return unsubscribe(stop)
+  }
+
+  /** Claims a tick in storage (one replica wins it) and handles it as a unit of work. */
+  async #tick(
+    claim: string,
+    at: number,
+    tick: { type: string; subject: string; payload: unknown; name: string },
+  ): Promise<void> {
+    const event: SubstateEvent = {
+      id: `${tick.name}@${new Date(at).toISOString()}`,
+      type: tick.type,
+      source: SCHEDULE_SOURCE,
+      subject: tick.subject,
+      time: at,
+      payload: tick.payload,
+      originId: '',
+      extra: undefined,
+    }
+    let won: boolean
+    try {
+      const storage = this.#host.storageFor(claim)
+      const { changes } = await storage.commit(claim, [
+        {
+          op: 'update',
+          kind: 'prop',
+          name: 'tick',
+          // The latest tick claimed: a replica that finds this one (or a later one) there lost.
+          update: (last) => (typeof last === 'number' && last >= at ? last : at),
+        },
+      ])
+      won = changes[0]?.newValue === at && changes[0]?.oldValue !== at
+    } catch (e) {
+      // Storage failed: this replica skips the tick (another may have claimed it). Reported,
+      // unless the container is closing (its storage may be closed under the claim).
+      if (!this.#closing) this.#report(this.#rootScope(), `schedule:${tick.name}`, event, e)
+      return
+    }
+    if (!won || this.#closing) return
+    await this.receive({
+      id: event.id,
+      source: SCHEDULE_SOURCE,
+      type: tick.type,
+      subject: tick.subject,
+      payload: tick.payload,
+      time: at,
+    }).catch(() => undefined) // closing meanwhile; handler failures were reported by dispatch
+  }
+
+  #rootScope(): Scope {
+    return { depth: 0, originId: '', failures: [], unit: undefined }
+  }
+
   // ---- request/reply ----
 
   request<R = unknown>(
@@ -1263,6 +1412,7 @@ class Engine implements Container {
 
   async #shutdown(drainTimeout: number): Promise<CloseReport> {
     this.#closing = true
+    for (const stop of [...this.#schedules]) stop()
     // Partial batches go now: nothing more is coming to fill them.
     for (const flush of [...this.#batches]) flush()
     const drained = this.#inflight

@@ -17,6 +17,7 @@
 export type { Middleware } from './compose.js'
 export { compose } from './compose.js'
 export type {
+  BatchHandler,
   CloseReport,
   Container,
   ContainerOptions,
@@ -33,6 +34,7 @@ export type {
   ReceiveResult,
   RequestOptions,
   RouteOptions,
+  ScheduleOptions,
   Unsubscribe,
   WhenFilter,
 } from './container.js'
@@ -59,6 +61,7 @@ export { createMemoryStorage } from './memory-storage.js'
 export type { HandlerMetrics, MetricsSnapshot } from './metrics.js'
 export type { GlobMatcher } from './router.js'
 export { compileGlob } from './router.js'
+export type { ScheduleSpec } from './schedule.js'
 export type {
   Change,
   CommitOptions,

@@ -149,4 +149,43 @@ it('rejects batch options it cannot honour', () => {
   const c = createContainer()
   expect(() => c.on('x', { batch: { size: 0, wait: 10 } }, () => {})).toThrow(/batch.size/)
   expect(() => c.on('x', { batch: { size: 2, wait: -1 } }, () => {})).toThrow(/batch.wait/)
+  expect(() => c.on('x', { batch: { size: 2, wait: 10 }, timeout: 5 }, () => {})).toThrow(
+    /takes no timeout/,
+  )
+})
+
+it('a failure its cascade dead-lettered to a non-durable sink still fails the batch', async () => {
+  const storage = createMemoryStorage()
+  const dead: unknown[] = []
+  const c = createContainer({
+    storage,
+    deadLetter: { durable: false, put: async (d) => void dead.push(d) },
+  })
+  c.onError(() => {})
+  c.on('reading', { batch: { size: 2, wait: 1000 } }, async (ctxs) => {
+    await c.subject('agg').set('count', ctxs.length)
+    await ctxs[0]!.emit('nested')
+  })
+  c.on('nested', () => {
+    throw new Error('nested fails')
+  })
+  const results = await Promise.all([c.receive(incoming('d:1')), c.receive(incoming('d:2'))])
+  // The ingress would not acknowledge the nested failure: the batch's writes are not stored.
+  expect(results.map((r) => r.status)).toEqual(['failed', 'failed'])
+  expect((await storage.load('agg')).props).toEqual({})
+  await c.close()
+})
+
+it('request/reply works through a batch handler: each reply keeps its own origin id', async () => {
+  const c = createContainer()
+  c.on('quote', { batch: { size: 3, wait: 1000 } }, async (ctxs) => {
+    for (const ctx of ctxs) await ctx.emit('quoted', { for: ctx.subject.name })
+  })
+  const replies = await Promise.all(
+    ['a', 'b', 'c'].map((s) =>
+      c.request('quote', s, undefined, { reply: 'quoted', timeout: 2000 }),
+    ),
+  )
+  expect(replies.map((r) => (r.payload as { for: string }).for)).toEqual(['a', 'b', 'c'])
+  await c.close()
 })

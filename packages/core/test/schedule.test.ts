@@ -1,0 +1,116 @@
+import {
+  createContainer,
+  createMemoryStorage,
+  type HandlerFailure,
+  isSubstateError,
+} from '@substate/core'
+import { expect, it } from 'vitest'
+import { nextTick } from '../src/schedule.js'
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
+const utc = (y: number, mo: number, d: number, h = 0, mi = 0) => Date.UTC(y, mo - 1, d, h, mi)
+
+it('computes ticks: every on multiples since the epoch, cron in UTC', () => {
+  const every = nextTick({ every: 1000 })
+  expect([every(0), every(1500), every(2000)]).toEqual([1000, 2000, 3000])
+
+  const quarter = nextTick({ cron: '*/15 * * * *' })
+  expect(quarter(utc(2026, 1, 1, 0, 7))).toBe(utc(2026, 1, 1, 0, 15))
+  expect(quarter(utc(2026, 1, 1, 0, 15))).toBe(utc(2026, 1, 1, 0, 30)) // strictly after
+  expect(quarter(utc(2026, 12, 31, 23, 59))).toBe(utc(2027, 1, 1, 0, 0))
+  // 2026-11-21 is a Saturday: the next weekday 09:00 is Monday the 23rd.
+  expect(nextTick({ cron: '0 9 * * 1-5' })(utc(2026, 11, 21, 12))).toBe(utc(2026, 11, 23, 9))
+  expect(nextTick({ cron: '30 6 1,15 * *' })(utc(2026, 11, 2))).toBe(utc(2026, 11, 15, 6, 30))
+  expect(nextTick({ cron: '0 0 29 2 *' })(utc(2026, 3, 1))).toBe(utc(2028, 2, 29))
+  // Both day fields restricted: either matches, as in cron (the 13th, or any Friday).
+  expect(nextTick({ cron: '0 0 13 * 5' })(utc(2026, 11, 22))).toBe(utc(2026, 11, 27))
+  expect(nextTick({ cron: '0 0 * * 7' })(utc(2026, 11, 22, 1))).toBe(utc(2026, 11, 29)) // 7 = Sunday
+})
+
+it('rejects schedules it cannot run, at the call', () => {
+  const c = createContainer()
+  expect(() => c.schedule('t', { every: 0 })).toThrow(/every must be/)
+  expect(() => c.schedule('t', { cron: '* * *' })).toThrow(/five fields/)
+  expect(() => c.schedule('t', { cron: '61 * * * *' })).toThrow(/cron minute "61"/)
+  expect(() => c.schedule('t', { cron: '0 0 31 2 *' })).toThrow(/never matches/)
+  expect(() => c.schedule('', { every: 10 })).toThrow(/event type/)
+  expect(() => c.schedule('t', {} as never)).toThrow(/every: ms/)
+})
+
+it('two replicas on one storage handle each tick once between them, as units of work', async () => {
+  const storage = createMemoryStorage()
+  const replicas = [createContainer({ storage }), createContainer({ storage })]
+  const handled: string[][] = [[], []]
+  const stops = replicas.map((c, i) => {
+    c.on('tick', async (ctx) => {
+      handled[i]!.push(ctx.id)
+      await ctx.subject.set('count', (n = 0) => n + 1) // cached: stored by the tick's unit
+    })
+    return c.schedule('tick', { every: 40 }, undefined, { subject: 'ticker' })
+  })
+  await sleep(600)
+  for (const stop of stops) stop()
+  await sleep(50) // the last ticks finish
+  const all = handled.flat()
+  expect(all.length).toBeGreaterThanOrEqual(8)
+  expect(new Set(all).size).toBe(all.length) // no tick twice
+  expect(handled.every((h) => h.length > 0)).toBe(true) // both replicas took ticks
+  for (const id of all) expect(id).toMatch(/^tick@\d{4}-\d\d-\d\dT/)
+  expect((await storage.load('ticker')).props).toEqual({ count: all.length })
+  for (const c of replicas) await c.close()
+})
+
+it('stops when unsubscribed, and when the container closes', async () => {
+  const c = createContainer()
+  let a = 0
+  let b = 0
+  c.on('a', () => {
+    a++
+  })
+  c.on('b', () => {
+    b++
+  })
+  const stopA = c.schedule('a', { every: 20 })
+  c.schedule('b', { every: 20 }, { n: 1 })
+  await sleep(120)
+  stopA()
+  const seenA = a
+  expect(seenA).toBeGreaterThan(0)
+  await c.close()
+  const seenB = b
+  expect(seenB).toBeGreaterThan(0)
+  await sleep(100)
+  expect([a, b]).toEqual([seenA, seenB])
+  expect(() => c.schedule('c', { every: 20 })).toThrow()
+  try {
+    c.schedule('c', { every: 20 })
+  } catch (e) {
+    expect(isSubstateError(e, 'SHUTDOWN')).toBe(true)
+  }
+})
+
+it('reports a tick it could not claim, and keeps ticking', async () => {
+  const storage = createMemoryStorage()
+  let fail = true
+  const flaky = {
+    ...storage,
+    commit: (...args: Parameters<typeof storage.commit>) =>
+      fail ? Promise.reject(new Error('storage down')) : storage.commit(...args),
+  }
+  const c = createContainer({ storage: flaky })
+  const failures: HandlerFailure[] = []
+  c.onError((f) => failures.push(f))
+  let ticks = 0
+  c.on('t', () => {
+    ticks++
+  })
+  c.schedule('t', { every: 20 })
+  await sleep(70)
+  expect(failures.length).toBeGreaterThan(0)
+  expect(failures[0]!.handler).toBe('schedule:t')
+  expect(ticks).toBe(0)
+  fail = false
+  await sleep(80)
+  expect(ticks).toBeGreaterThan(0)
+  await c.close()
+})
