@@ -13,6 +13,7 @@ import { nextTick, type ScheduleSpec } from './schedule.js'
 import { type Scope, scopes, type UnitOfWork } from './scope.js'
 import type { StorageProvider, SubjectStorage } from './storage.js'
 import { type SubjectHost, SubjectState } from './subject.js'
+import { TIMER_SOURCE, type TimerOptions, Timers } from './timers.js'
 import type {
   BatchOptions,
   DeadLetterSink,
@@ -206,6 +207,13 @@ export interface ContainerOptions {
   readonly dedupWindow?: number
   /** How many recent events `container.eventLog` keeps (0 turns it off). @default 100 */
   readonly eventLog?: number
+  /**
+   * Durable subject timers (`subject.schedule`): how often storage is polled for due timers and
+   * how long a replica holds one it fires. Polling starts with the first `subject.schedule` of
+   * this container, or with `container.start()` (call it where timers scheduled elsewhere, or
+   * before a restart, must fire).
+   */
+  readonly timers?: TimerOptions
   /** Transports for `emit(..., { dispatchUrl })` and `emit(..., { topic })`. */
   readonly targets?: {
     readonly dispatchUrl?: (url: string) => OutboundEmitter
@@ -479,6 +487,7 @@ class Engine implements Container {
   readonly #batches = new Set<() => void>()
   /** Stops each running schedule (on close). */
   readonly #schedules = new Set<() => void>()
+  readonly #timers: Timers
   readonly #emitters = new Set<OutboundEmitter>()
   readonly #targetCache = new Map<string, OutboundEmitter>()
   readonly #queue: KeyedQueue
@@ -511,6 +520,40 @@ class Engine implements Container {
     this.#recent = new RecentKeys(options.dedupWindow ?? 10_000)
     this.#log = new EventRing(options.eventLog ?? 100)
     this.eventLog = this.#log
+    this.#timers = new Timers(
+      {
+        storageFor: (name) => this.#host.storageFor(name),
+        fire: (t) =>
+          this.#closing
+            ? Promise.resolve(false)
+            : this.receive({
+                id: t.id,
+                source: TIMER_SOURCE,
+                type: t.type,
+                subject: t.subject,
+                payload: t.payload,
+                time: t.at,
+              }).then(
+                (r) => r.status === 'handled' || r.status === 'duplicate',
+                () => false,
+              ),
+        report: (what, subject, type, error) => {
+          if (this.#closing) return // storage may be closing under the timers
+          const event: SubstateEvent = {
+            id: this.#newId(),
+            type,
+            source: TIMER_SOURCE,
+            subject,
+            time: Date.now(),
+            payload: undefined,
+            originId: '',
+            extra: undefined,
+          }
+          this.#report(this.#rootScope(), what, event, error)
+        },
+      },
+      options.timers,
+    )
   }
 
   get closed(): boolean {
@@ -715,6 +758,7 @@ class Engine implements Container {
   }
 
   start(): Promise<void> {
+    if (!this.#closing) this.#timers.start()
     this.#started ??= (async () => {
       for (const hook of this.#startHooks) await hook()
     })()
@@ -770,6 +814,10 @@ class Engine implements Container {
       typeof this.#storage === 'function' ? this.#storage(name) : this.#storage,
     live: (name) => this.subject(name),
     events$: this.events$,
+    scheduleTimer: (subject, type, when, payload) => {
+      if (this.#closing) return Promise.reject(new ShutdownError())
+      return this.#timers.add(subject, type, when, payload)
+    },
     emitChange: (subject, type, payload, change, extra, parent, value) => {
       const id = this.#newId()
       const event: SubstateEvent = {
@@ -1413,6 +1461,7 @@ class Engine implements Container {
   async #shutdown(drainTimeout: number): Promise<CloseReport> {
     this.#closing = true
     for (const stop of [...this.#schedules]) stop()
+    const timersStopped = this.#timers.stop() // awaited after the drain: fired timers finish
     // Partial batches go now: nothing more is coming to fill them.
     for (const flush of [...this.#batches]) flush()
     const drained = this.#inflight
@@ -1438,6 +1487,7 @@ class Engine implements Container {
       if (timedOut)
         this.#abort.abort(new ShutdownError('drain timeout: in-flight work was aborted'))
     }
+    await timersStopped
     let stored = 0
     for (const s of this.#subjects.values()) {
       if (!s.dirty) continue

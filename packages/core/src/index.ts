@@ -74,6 +74,7 @@ export type {
   SubjectStorage,
   Updater as StorageUpdater,
 } from './storage.js'
+export type { TimerHandle, TimerOptions, TimerSpec } from './timers.js'
 export type {
   BatchOptions,
   BuiltinEvents,

@@ -10,6 +10,7 @@ import type {
   SubjectSnapshot,
   SubjectStorage,
 } from './storage.js'
+import type { TimerHandle, TimerSpec } from './timers.js'
 import {
   type GetOptions,
   SUBJECT_DELETED,
@@ -39,6 +40,13 @@ export interface SubjectHost {
   ): Promise<T>
   /** The live state for a name (a new one if it was evicted). */
   live(name: string): SubjectState
+  /** Stores a durable timer firing `type` on `subject`. */
+  scheduleTimer(
+    subject: string,
+    type: string,
+    when: TimerSpec,
+    payload: unknown,
+  ): Promise<TimerHandle>
   readonly events$: Observable<SubstateEvent>
 }
 
@@ -523,6 +531,12 @@ export class SubjectState implements Subject {
       scopes.getStore(),
       undefined,
     )
+  }
+
+  // ---- timers ----
+
+  schedule(type: string, when: TimerSpec, payload?: unknown): Promise<TimerHandle> {
+    return this.#host.scheduleTimer(this.name, type, when, payload)
   }
 
   // ---- observation ----

@@ -1,5 +1,6 @@
 import type { Observable } from 'rxjs'
 import type { JsonValue } from './json.js'
+import type { TimerHandle, TimerSpec } from './timers.js'
 
 /** Emitted by `subject.set` when a property's value changed. Wire payload: `{ property_name, old_value, value }`. */
 export const SUBJECT_PROPERTY_CHANGED = 'subject-property-changed'
@@ -118,6 +119,14 @@ export interface Subject {
   store(): Promise<void>
   /** Deletes the subject from storage and emits `subject-deleted`. */
   flush(): Promise<void>
+  /**
+   * A durable timer: emits `type` on this subject `at` a time or `in` ms, once, even across
+   * restarts and replicas (it is kept in storage). Resolves once stored, with a handle to cancel.
+   *
+   * @example
+   * await subject.schedule('device.check', { in: 60_000 }, { reason: 'silence' })
+   */
+  schedule(type: string, when: TimerSpec, payload?: unknown): Promise<TimerHandle>
   /** Whether cached writes are waiting for `store()`. */
   readonly dirty: boolean
   /** The cached state (what was loaded or set), for logs and JSON responses. */
