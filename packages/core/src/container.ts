@@ -13,7 +13,7 @@ import { nextTick, type ScheduleSpec } from './schedule.js'
 import { type Scope, scopes, type UnitOfWork } from './scope.js'
 import type { StorageProvider, SubjectStorage } from './storage.js'
 import { type SubjectHost, SubjectState } from './subject.js'
-import { TIMER_SOURCE, type TimerOptions, Timers } from './timers.js'
+import { TIMER_SOURCE, TIMERS, type TimerOptions, Timers } from './timers.js'
 import type {
   BatchOptions,
   DeadLetterSink,
@@ -348,6 +348,19 @@ const FILTER: unique symbol = Symbol.for('substate.filter') as never
 const ROUTES = Symbol.for('substate.routes')
 /** The `source` of scheduled events (the same on every replica, so ticks dedupe across them). */
 const SCHEDULE_SOURCE = 'substate/schedule'
+/** The longest delay a Node timer takes (2^31 - 1 ms, ~24.8 days). */
+const MAX_TIMER = 2 ** 31 - 1
+/** The event of a schedule's tick (without its payload). */
+const tickEvent = (name: string, type: string, subject: string, at: number): SubstateEvent => ({
+  id: `${name}@${new Date(at).toISOString()}`,
+  type,
+  source: SCHEDULE_SOURCE,
+  subject,
+  time: at,
+  payload: undefined,
+  originId: '',
+  extra: undefined,
+})
 /** `#dispatch` without a value to resolve with: it resolves with the `EmitResult`. */
 const NO_VALUE: unique symbol = Symbol('no value')
 const FILTERS = Symbol.for('substate.filters')
@@ -488,6 +501,8 @@ class Engine implements Container {
   /** Stops each running schedule (on close). */
   readonly #schedules = new Set<() => void>()
   readonly #timers: Timers
+  /** Subjects the engine itself writes (schedule claims, timers): their storages close too. */
+  readonly #internal = new Set<string>()
   readonly #emitters = new Set<OutboundEmitter>()
   readonly #targetCache = new Map<string, OutboundEmitter>()
   readonly #queue: KeyedQueue
@@ -523,20 +538,28 @@ class Engine implements Container {
     this.#timers = new Timers(
       {
         storageFor: (name) => this.#host.storageFor(name),
-        fire: (t) =>
-          this.#closing
-            ? Promise.resolve(false)
-            : this.receive({
-                id: t.id,
-                source: TIMER_SOURCE,
-                type: t.type,
-                subject: t.subject,
-                payload: t.payload,
-                time: t.at,
-              }).then(
-                (r) => r.status === 'handled' || r.status === 'duplicate',
-                () => false,
-              ),
+        fire: (t) => {
+          if (this.#closing) return Promise.resolve(false)
+          this.#internal.add(TIMERS)
+          return this.receive({
+            id: t.id,
+            source: TIMER_SOURCE,
+            type: t.type,
+            subject: t.subject,
+            payload: t.payload,
+            time: t.at,
+          }).then(
+            (r) => {
+              this.#reportUnstored(
+                'timers',
+                { ...tickEvent('timer', t.type, t.subject, t.at), id: t.id, source: TIMER_SOURCE },
+                r,
+              )
+              return r.status === 'handled' || r.status === 'duplicate'
+            },
+            () => false,
+          )
+        },
         report: (what, subject, type, error) => {
           if (this.#closing) return // storage may be closing under the timers
           const event: SubstateEvent = {
@@ -816,6 +839,7 @@ class Engine implements Container {
     events$: this.events$,
     scheduleTimer: (subject, type, when, payload) => {
       if (this.#closing) return Promise.reject(new ShutdownError())
+      this.#internal.add(TIMERS)
       return this.#timers.add(subject, type, when, payload)
     },
     emitChange: (subject, type, payload, change, extra, parent, value) => {
@@ -1246,13 +1270,34 @@ class Engine implements Container {
       clearTimeout(timer)
       this.#schedules.delete(stop)
     }
+    const wait = (at: number): void => {
+      if (stopped) return
+      // Node caps a timer at ~24.8 days (longer delays fire at once): wait in steps, and never
+      // fire a tick before its time.
+      const left = at - Date.now()
+      if (left > 0) {
+        timer = setTimeout(() => wait(at), Math.min(left, MAX_TIMER))
+        return
+      }
+      arm(at) // the next tick does not wait for this one's handlers
+      void this.#tick(claim, at, { type, subject, payload: data, name })
+    }
     const arm = (after: number): void => {
       if (stopped) return
-      const at = next(after)
-      timer = setTimeout(() => {
-        arm(Math.max(Date.now(), at)) // the next tick does not wait for this one's handlers
-        void this.#tick(claim, at, { type, subject, payload: data, name })
-      }, at - Date.now())
+      let at: number
+      try {
+        at = next(after)
+      } catch (e) {
+        // A cron expression that stops matching (a 29 February beyond the search window).
+        this.#report(
+          this.#rootScope(),
+          `schedule:${name}`,
+          { ...tickEvent(name, type, subject, after), payload: data },
+          e,
+        )
+        return
+      }
+      wait(at)
     }
     arm(Date.now())
     this.#schedules.add(stop)
@@ -1266,14 +1311,8 @@ class Engine implements Container {
     tick: { type: string; subject: string; payload: unknown; name: string },
   ): Promise<void> {
     const event: SubstateEvent = {
-      id: `${tick.name}@${new Date(at).toISOString()}`,
-      type: tick.type,
-      source: SCHEDULE_SOURCE,
-      subject: tick.subject,
-      time: at,
+      ...tickEvent(tick.name, tick.type, tick.subject, at),
       payload: tick.payload,
-      originId: '',
-      extra: undefined,
     }
     let won: boolean
     try {
@@ -1295,14 +1334,25 @@ class Engine implements Container {
       return
     }
     if (!won || this.#closing) return
-    await this.receive({
+    this.#internal.add(claim)
+    const result = await this.receive({
       id: event.id,
       source: SCHEDULE_SOURCE,
       type: tick.type,
       subject: tick.subject,
       payload: tick.payload,
       time: at,
-    }).catch(() => undefined) // closing meanwhile; handler failures were reported by dispatch
+    }).catch(() => undefined) // closing meanwhile
+    this.#reportUnstored(`schedule:${tick.name}`, event, result)
+  }
+
+  /**
+   * A unit that failed without a handler failure (its store failed) was reported by nobody:
+   * report it (handler failures were reported by the dispatch).
+   */
+  #reportUnstored(what: string, event: SubstateEvent, result: ReceiveResult | undefined): void {
+    if (result?.status !== 'failed' || (result.result?.failures.length ?? 0) > 0) return
+    if (!this.#closing) this.#report(this.#rootScope(), what, event, result.error)
   }
 
   #rootScope(): Scope {
@@ -1461,7 +1511,7 @@ class Engine implements Container {
   async #shutdown(drainTimeout: number): Promise<CloseReport> {
     this.#closing = true
     for (const stop of [...this.#schedules]) stop()
-    const timersStopped = this.#timers.stop() // awaited after the drain: fired timers finish
+    const timersStopped = this.#timers.stop() // no more polls or claims
     // Partial batches go now: nothing more is coming to fill them.
     for (const flush of [...this.#batches]) flush()
     const drained = this.#inflight
@@ -1488,6 +1538,9 @@ class Engine implements Container {
         this.#abort.abort(new ShutdownError('drain timeout: in-flight work was aborted'))
     }
     await timersStopped
+    // Timers being fired delete themselves once handled: before storage closes, unless the
+    // drain timed out (their handlers were aborted; a timer not deleted fires again elsewhere).
+    if (!timedOut) await this.#timers.idle()
     let stored = 0
     for (const s of this.#subjects.values()) {
       if (!s.dirty) continue
@@ -1508,7 +1561,9 @@ class Engine implements Container {
     }
     const storages = new Set<SubjectStorage>()
     if (typeof this.#storage !== 'function') storages.add(this.#storage)
-    else for (const name of this.#subjects.keys()) storages.add(this.#storage(name))
+    else
+      for (const name of [...this.#subjects.keys(), ...this.#internal])
+        storages.add(this.#storage(name))
     for (const st of storages) {
       try {
         await st.close()

@@ -67,23 +67,21 @@ function cron(expression: string): NextTick {
     Set<number>,
   ]
   if (dow.has(7)) dow.add(0) // 7 is Sunday too
-  // As in cron: when both day fields are restricted, a day matching either one runs.
-  const domAll = parts[2] === '*'
-  const dowAll = parts[4] === '*'
+  // As in (Vixie) cron: when both day fields are restricted (neither starts with `*`), a day
+  // matching either one runs; otherwise a day must match both.
+  const either = !parts[2]!.startsWith('*') && !parts[4]!.startsWith('*')
   const dayMatches = (d: Date): boolean => {
     const byDom = dom.has(d.getUTCDate())
     const byDow = dow.has(d.getUTCDay())
-    if (domAll && dowAll) return true
-    if (domAll) return byDow
-    if (dowAll) return byDom
-    return byDom || byDow
+    return either ? byDom || byDow : byDom && byDow
   }
   return (after) => {
     const d = new Date(after)
     d.setUTCSeconds(0, 0)
     d.setUTCMinutes(d.getUTCMinutes() + 1) // strictly after `after`
-    // Jump by month, day, hour or minute to the next candidate; four years cover every match.
-    const limit = after + 4 * 366 * 86_400_000
+    // Jump by month, day, hour or minute to the next candidate; nine years cover every match
+    // (29 February can be eight years away, around 2100).
+    const limit = after + 9 * 366 * 86_400_000
     while (d.getTime() <= limit) {
       if (!month.has(d.getUTCMonth() + 1)) {
         d.setUTCMonth(d.getUTCMonth() + 1, 1)

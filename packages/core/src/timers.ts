@@ -27,8 +27,15 @@ export interface TimerHandle {
 export interface TimerOptions {
   /** Longest time between two looks at storage for due timers, in ms. @default 1000 */
   readonly poll?: number
-  /** How long a replica holds a timer it fires before another may fire it, in ms. @default 30_000 */
+  /**
+   * How long a replica's claim on a timer it fires lasts before another may fire it, in ms; the
+   * replica renews it while the timer's handlers run. @default 30_000
+   */
   readonly lease?: number
+  /** Fires of a timer whose handlers keep failing before it is dropped (and reported). @default 10 */
+  readonly attempts?: number
+  /** Timers this container fires at once. @default 64 */
+  readonly concurrency?: number
 }
 
 /** The subject holding every timer of a storage. */
@@ -44,15 +51,18 @@ interface TimerRecord {
   readonly at: number
   /** Set by the replica firing it, until `until`. */
   readonly claim?: { readonly token: string; readonly until: number }
+  /** How many times it was claimed to be fired. */
+  readonly attempts?: number
 }
 
 class TimerGone extends Error {}
 
+const nonEmpty = (v: unknown): boolean => typeof v === 'string' && v !== ''
 const isRecord = (v: unknown): v is TimerRecord =>
   typeof v === 'object' &&
   v !== null &&
-  typeof (v as TimerRecord).subject === 'string' &&
-  typeof (v as TimerRecord).type === 'string' &&
+  nonEmpty((v as TimerRecord).subject) &&
+  nonEmpty((v as TimerRecord).type) &&
   typeof (v as TimerRecord).at === 'number'
 
 /** When a spec is due, checked (misuse throws a TypeError at the call). */
@@ -94,6 +104,8 @@ export class Timers {
   readonly #host: TimerHost
   readonly #poll: number
   readonly #lease: number
+  readonly #attempts: number
+  readonly #concurrency: number
   #timer: NodeJS.Timeout | undefined
   #nextPoll = Number.POSITIVE_INFINITY
   #running = false
@@ -101,12 +113,20 @@ export class Timers {
   #polling: Promise<void> | undefined
   readonly #firing = new Set<Promise<void>>()
 
-  constructor(host: TimerHost, { poll = 1000, lease = 30_000 }: TimerOptions = {}) {
+  constructor(
+    host: TimerHost,
+    { poll = 1000, lease = 30_000, attempts = 10, concurrency = 64 }: TimerOptions = {},
+  ) {
     if (!(poll >= 1)) throw new TypeError(`timers.poll must be >= 1 ms, got ${poll}`)
     if (!(lease >= 1)) throw new TypeError(`timers.lease must be >= 1 ms, got ${lease}`)
+    if (!(attempts >= 1)) throw new TypeError(`timers.attempts must be >= 1, got ${attempts}`)
+    if (!(concurrency >= 1))
+      throw new TypeError(`timers.concurrency must be >= 1, got ${concurrency}`)
     this.#host = host
     this.#poll = poll
     this.#lease = lease
+    this.#attempts = attempts
+    this.#concurrency = concurrency
   }
 
   async add(
@@ -151,11 +171,18 @@ export class Timers {
     this.#wake(Date.now())
   }
 
-  /** Stops polling and waits for the timers being fired. */
+  /**
+   * Stops polling (and claiming); resolves once the poll in progress ended. Timers being fired
+   * go on: {@link idle} waits for them.
+   */
   async stop(): Promise<void> {
     this.#stopped = true
     clearTimeout(this.#timer)
     await this.#polling
+  }
+
+  /** Resolves once the timers being fired are done (handled and deleted, or failed). */
+  async idle(): Promise<void> {
     await Promise.allSettled([...this.#firing])
   }
 
@@ -167,11 +194,16 @@ export class Timers {
     this.#timer = setTimeout(
       () => {
         this.#nextPoll = Number.POSITIVE_INFINITY
+        // One poll at a time: a wake during a poll polls again right after it.
+        if (this.#polling) {
+          void this.#polling.then(() => this.#wake(Date.now()))
+          return
+        }
         this.#polling = this.#pollOnce().finally(() => {
           this.#polling = undefined
         })
       },
-      Math.max(0, at - Date.now()),
+      Math.max(0, Math.min(at - Date.now(), this.#poll)),
     )
   }
 
@@ -182,11 +214,15 @@ export class Timers {
       const { props } = await storage.load(TIMERS)
       const now = Date.now()
       for (const [key, value] of Object.entries(props)) {
+        if (this.#stopped) break
         if (!key.startsWith('t:') || !isRecord(value)) continue
         const due =
           value.claim !== undefined && value.claim.until > now ? value.claim.until : value.at
         if (due > now) soonest = Math.min(soonest, due)
-        else this.#track(this.#fire(storage, key, value))
+        // At most `concurrency` at once: the rest wait for the next poll, unclaimed (a claim
+        // made long before its fire would run out while it waits).
+        else if (this.#firing.size < this.#concurrency) this.#track(this.#fire(storage, key, value))
+        else soonest = Math.min(soonest, now + Math.min(this.#poll, 50))
       }
     } catch (e) {
       this.#host.report('timers', TIMERS, 'poll', e)
@@ -195,54 +231,93 @@ export class Timers {
   }
 
   #track(p: Promise<void>): void {
-    this.#firing.add(p)
-    void p.finally(() => this.#firing.delete(p))
+    const done = p.catch((e: unknown) => this.#host.report('timers', TIMERS, 'fire', e))
+    this.#firing.add(done)
+    void done.finally(() => {
+      this.#firing.delete(done)
+    })
+  }
+
+  /** Sets the claim of `key` to `token` until `until`, unless another replica holds it. */
+  #claim(
+    storage: SubjectStorage,
+    key: string,
+    token: string,
+    renew: boolean,
+  ): Promise<TimerRecord | undefined> {
+    const lease = this.#lease
+    return storage
+      .commit(TIMERS, [
+        {
+          op: 'update',
+          kind: 'prop',
+          name: key,
+          update: (current) => {
+            if (!isRecord(current)) throw new TimerGone()
+            const stored: TimerRecord = current
+            const held = stored.claim !== undefined && stored.claim.until > Date.now()
+            // A renewal keeps only this replica's own claim; a first claim needs none held.
+            if (renew ? stored.claim?.token !== token : held) return current
+            const claimed: TimerRecord = {
+              ...stored,
+              claim: { token, until: Date.now() + lease },
+              attempts: renew ? (stored.attempts ?? 1) : (stored.attempts ?? 0) + 1,
+            }
+            return claimed as unknown as JsonValue
+          },
+        },
+      ])
+      .then(({ changes }) => {
+        const record = changes[0]?.newValue as TimerRecord | undefined
+        return record?.claim?.token === token ? record : undefined
+      })
   }
 
   async #fire(storage: SubjectStorage, key: string, timer: TimerRecord): Promise<void> {
     if (this.#stopped) return
     const token = randomUUID()
-    const lease = this.#lease
+    let claimed: TimerRecord | undefined
     try {
-      const { changes } = await storage.commit(TIMERS, [
-        {
-          op: 'update',
-          kind: 'prop',
-          name: key,
-          // Claimed by this replica unless another holds a live lease (or it already fired).
-          update: (current) => {
-            if (!isRecord(current)) throw new TimerGone()
-            const stored: TimerRecord = current
-            if (stored.claim !== undefined && stored.claim.until > Date.now()) return current
-            const claimed: TimerRecord = { ...stored, claim: { token, until: Date.now() + lease } }
-            return claimed as unknown as JsonValue
-          },
-        },
-      ])
-      const claimed = changes[0]?.newValue as TimerRecord | undefined
-      if (claimed?.claim?.token !== token) return
+      claimed = await this.#claim(storage, key, token, false)
     } catch (e) {
       if (e instanceof TimerGone || (e as { cause?: unknown })?.cause instanceof TimerGone) return
       this.#host.report('timers', timer.subject, timer.type, e)
       return
     }
-    const id = key.slice(2)
-    const done = await this.#host.fire({
-      id: `timer:${id}`,
-      type: timer.type,
-      subject: timer.subject,
-      payload: timer.payload,
-      at: timer.at,
-    })
-    // Not done (a handler failed): the lease runs out and a replica fires it again.
-    if (!done) return
+    if (claimed === undefined) return
+    // The claim is renewed while the handlers run, so a slow handler keeps it.
+    const renew = setInterval(() => {
+      this.#claim(storage, key, token, true).catch(() => undefined)
+    }, this.#lease / 3)
+    let done: boolean
+    try {
+      done = await this.#host.fire({
+        id: `timer:${key.slice(2)}`,
+        type: claimed.type,
+        subject: claimed.subject,
+        payload: claimed.payload,
+        at: claimed.at,
+      })
+    } finally {
+      clearInterval(renew)
+    }
+    const attempts = claimed.attempts ?? 1
+    if (!done && attempts < this.#attempts) return // fired again once the claim runs out
+    if (!done) {
+      this.#host.report(
+        'timers',
+        claimed.subject,
+        claimed.type,
+        new Error(`timer ${key.slice(2)} failed ${attempts} times: dropped`),
+      )
+    }
     try {
       await storage.commit(TIMERS, [{ op: 'delete', kind: 'prop', name: key }], {
         oldValues: false,
       })
     } catch (e) {
       // Fired, but still stored: when it fires again its effects are duplicates (idempotency key).
-      this.#host.report('timers', timer.subject, timer.type, e)
+      this.#host.report('timers', claimed.subject, claimed.type, e)
     }
   }
 }

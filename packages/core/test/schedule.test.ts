@@ -25,6 +25,49 @@ it('computes ticks: every on multiples since the epoch, cron in UTC', () => {
   // Both day fields restricted: either matches, as in cron (the 13th, or any Friday).
   expect(nextTick({ cron: '0 0 13 * 5' })(utc(2026, 11, 22))).toBe(utc(2026, 11, 27))
   expect(nextTick({ cron: '0 0 * * 7' })(utc(2026, 11, 22, 1))).toBe(utc(2026, 11, 29)) // 7 = Sunday
+  // A day field starting with * (here a step) is not a restriction: both must match (Vixie cron).
+  // Odd days of month that are Mondays: 2026-11-23 is an odd Monday.
+  expect(nextTick({ cron: '0 0 */2 * 1' })(utc(2026, 11, 17))).toBe(utc(2026, 11, 23))
+  // 29 February eight years away (2100 is no leap year) is found, not an error.
+  expect(nextTick({ cron: '0 0 29 2 *' })(utc(2096, 3, 1))).toBe(utc(2104, 2, 29))
+})
+
+it('waits for a tick more than 24.8 days away (past the longest Node timer), firing nothing early', async () => {
+  const c = createContainer()
+  let fired = 0
+  c.on('yearly', () => {
+    fired++
+  })
+  c.on('monthly', () => {
+    fired++
+  })
+  c.schedule('yearly', { cron: '0 0 1 1 *' })
+  c.schedule('monthly', { every: 40 * 86_400_000 })
+  await sleep(150)
+  expect(fired).toBe(0)
+  await c.close()
+})
+
+it('reports a tick whose unit could not be stored', async () => {
+  const storage = createMemoryStorage()
+  const broken = {
+    ...storage,
+    commit: (...args: Parameters<typeof storage.commit>) =>
+      args[0] === 'ticker' ? Promise.reject(new Error('disk full')) : storage.commit(...args),
+  }
+  const c = createContainer({ storage: broken })
+  const failures: HandlerFailure[] = []
+  c.onError((f) => failures.push(f))
+  c.on('t', async (ctx) => {
+    await ctx.subject.set('n', 1)
+  })
+  const stop = c.schedule('t', { every: 30 }, undefined, { subject: 'ticker' })
+  await sleep(100)
+  stop()
+  expect(failures.length).toBeGreaterThan(0)
+  expect(failures[0]!.handler).toBe('schedule:t')
+  expect(String((failures[0]!.error as Error).cause)).toContain('disk full')
+  await c.close()
 })
 
 it('rejects schedules it cannot run, at the call', () => {

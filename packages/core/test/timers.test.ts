@@ -97,3 +97,50 @@ it('rejects timers it cannot keep', async () => {
   const closed = await s.schedule('t', { in: 1 }).catch((e: unknown) => e)
   expect(isSubstateError(closed, 'SHUTDOWN')).toBe(true)
 })
+
+it('renews the claim while a slow handler runs: another replica does not fire it too', async () => {
+  const storage = createMemoryStorage()
+  const replicas = [0, 1].map(() => createContainer({ storage, timers: { poll: 20, lease: 90 } }))
+  let runs = 0
+  for (const c of replicas) {
+    c.on('slow', async () => {
+      runs++
+      await sleep(300) // more than three leases
+    })
+    await c.start()
+  }
+  await replicas[0]!.subject('s').schedule('slow', { in: 10 })
+  await sleep(600)
+  expect(runs).toBe(1)
+  expect((await storage.load('substate:timers')).props).toEqual({})
+  for (const c of replicas) await c.close()
+})
+
+it('drops a timer whose handlers failed `attempts` times, and says so', async () => {
+  const storage = createMemoryStorage()
+  const c = createContainer({ storage, timers: { poll: 20, lease: 40, attempts: 2 } })
+  const reported: string[] = []
+  c.onError((f) => reported.push(String(f.error.cause ?? f.error.message)))
+  let runs = 0
+  c.on('doomed', () => {
+    runs++
+    throw new Error('always')
+  })
+  const timer = await c.subject('d').schedule('doomed', { in: 5 })
+  await sleep(400)
+  expect(runs).toBe(2)
+  expect(reported.some((r) => r.includes(`timer ${timer.id} failed 2 times`))).toBe(true)
+  expect((await storage.load('substate:timers')).props).toEqual({})
+  await c.close()
+})
+
+it('close() keeps to its drain timeout while a timer handler runs', async () => {
+  const c = createContainer({ timers: { poll: 20 } })
+  c.on('stuck', () => new Promise(() => {})) // never settles, ignores ctx.signal
+  await c.subject('s').schedule('stuck', { in: 5 })
+  await sleep(80)
+  const started = Date.now()
+  const report = await c.close({ drainTimeout: 150 })
+  expect(report.timedOut).toBe(true)
+  expect(Date.now() - started).toBeLessThan(1_500)
+})

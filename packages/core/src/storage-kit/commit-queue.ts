@@ -431,11 +431,15 @@ export class CommitQueue {
       const f = fields[i]!
       const k = fieldKey(f.kind, f.name)
       const v = value(f, i)
-      if (v !== undefined && (keep(f) || seen?.has(k))) {
+      if (v === null && !keep(f)) {
+        // Deleted without a check: nothing to remember (timers and the like come and go).
+        seen?.delete(k)
+      } else if (v !== undefined && (keep(f) || seen?.has(k))) {
         seen ??= new Map()
         seen.set(k, v)
       }
     }
+    if (seen !== undefined && seen.size === 0) return
     if (!seen) return
     this.#seen.set(subject, seen)
     if (this.#seen.size > CACHED_SUBJECTS) this.#seen.delete(this.#seen.keys().next().value!)
