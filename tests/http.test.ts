@@ -11,6 +11,7 @@ import {
   type SubjectStorage,
 } from '@substate/core'
 import { createReceiver } from '@substate/hono'
+import { Hono } from 'hono'
 import { afterEach, describe, expect, it } from 'vitest'
 import { listen } from './support/http.js'
 
@@ -96,6 +97,57 @@ it('emit(..., { dispatchUrl }) sends to the URL only', async () => {
   expect(result.ok).toBe(true)
   expect(got).toEqual(['device:9'])
 })
+
+it.each(['binary', 'structured'] as const)(
+  'route interceptors add extension attributes and headers to what goes out (%s)',
+  async (mode) => {
+    // B behind a middleware that records the headers it was sent.
+    const container = createContainer({ source: 'svc-b' })
+    container.onError(() => {})
+    const seen: Array<{ tenant: unknown; token: string | undefined }> = []
+    const app = new Hono()
+    let token: string | undefined
+    app.use('*', async (c, next) => {
+      token = c.req.header('x-api-token')
+      await next()
+    })
+    app.route('/', createReceiver(container))
+    container.on('order.placed', (ctx) => {
+      seen.push({ tenant: ctx.event.extensions?.tenant, token })
+    })
+    const server = await listen(app.fetch)
+    cleanups.push(
+      () => server.close(),
+      () => container.close(),
+    )
+    const a = createContainer({ source: 'svc-a' })
+    a.onError(() => {})
+    cleanups.push(() => a.close())
+    const order: string[] = []
+    a.route('order.*', httpEmitter({ url: `${server.url}/`, mode }), {
+      policy: 'direct',
+      intercept: [
+        async (envelope, next) => {
+          order.push('outer in')
+          envelope.extensions.tenant = 'acme'
+          envelope.headers['x-api-token'] = 'secret-1'
+          await next()
+          order.push('outer out')
+        },
+        async (envelope, next) => {
+          order.push('inner')
+          if (envelope.event.subject === 'order:skip') return // not delivered
+          await next()
+        },
+      ],
+    })
+    expect((await a.emit('order.placed', 'order:1')).ok).toBe(true)
+    expect(seen).toEqual([{ tenant: 'acme', token: 'secret-1' }])
+    expect(order).toEqual(['outer in', 'inner', 'outer out'])
+    expect((await a.emit('order.placed', 'order:skip')).ok).toBe(true)
+    expect(seen).toHaveLength(1)
+  },
+)
 
 it('a handler that fails once is retried by the sender and handled once', async () => {
   const b = await service('svc-b')

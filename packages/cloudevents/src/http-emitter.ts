@@ -1,4 +1,4 @@
-import type { OutboundEmitter, Subject, SubstateEvent } from '@substate/core'
+import type { OutboundEmitter, OutboundMeta, Subject, SubstateEvent } from '@substate/core'
 import { DeliveryError, ShutdownError, TimeoutError } from '@substate/core'
 import { type ToCloudEventOptions, toCloudEvent } from './to-cloud-event.js'
 import { toHttpMessage } from './to-http-message.js'
@@ -90,10 +90,16 @@ export function httpEmitter({
   const closing = new AbortController()
   const inflight = new Set<Promise<void>>()
 
-  async function deliver(event: SubstateEvent, subject: Subject): Promise<void> {
+  async function deliver(
+    event: SubstateEvent,
+    subject: Subject,
+    meta: OutboundMeta | undefined,
+  ): Promise<void> {
     const ce = toCloudEvent(event, await subject.getExtProps(), { onInvalidExtension })
     const message = toHttpMessage(ce, mode)
-    const init = { method: 'POST', headers: { ...extraHeaders, ...message.headers } }
+    // The CloudEvents headers win over the emitter's and an interceptor's.
+    const headers = { ...extraHeaders, ...meta?.headers, ...message.headers }
+    const init = { method: 'POST', headers }
     const what = `POST ${target} of ${event.type} ${event.id} (subject ${event.subject})`
     for (let attempt = 1; ; attempt++) {
       const last = attempt > retries
@@ -130,10 +136,10 @@ export function httpEmitter({
   }
   return {
     name,
-    send(event, subject) {
+    send(event, subject, meta) {
       if (closing.signal.aborted)
         return Promise.reject(new ShutdownError(`${name} is closed: cannot send ${event.type}`))
-      const p = deliver(event, subject)
+      const p = deliver(event, subject, meta)
       const tracked = p.then(
         () => {},
         () => {},

@@ -233,7 +233,29 @@ export interface RequestOptions extends EmitOptions {
 export interface RouteOptions {
   /** `direct`: only the remote target; `both`: the target and local handlers. @default 'both' */
   readonly policy?: 'direct' | 'both'
+  /**
+   * Interceptors around each delivery of this route, first outermost: they may add CloudEvents
+   * extension attributes or transport headers, observe the delivery (after `await next()`), or
+   * skip it (not calling `next`).
+   */
+  readonly intercept?: Interceptor | readonly Interceptor[]
 }
+
+/** One outbound delivery, as route interceptors see it. */
+export interface Envelope {
+  readonly event: SubstateEvent
+  readonly subject: Subject
+  /**
+   * CloudEvents extension attributes to add (`ce-` headers over HTTP, `ce-` attributes on
+   * Pub/Sub): lower-case letters and digits, values strings, numbers or booleans.
+   */
+  readonly extensions: Record<string, string | number | boolean>
+  /** Transport metadata: HTTP request headers, Pub/Sub message attributes. */
+  readonly headers: Record<string, string>
+}
+
+/** An envelope interceptor of a route: `(envelope, next) => ...`; see {@link RouteOptions}. */
+export type Interceptor = (envelope: Envelope, next: () => Promise<void>) => Promise<void> | void
 
 /**
  * A container: the handlers, the subjects (one live state per name) and the event stream. Create
@@ -342,6 +364,35 @@ interface HandlerEntry {
 interface RouteEntry {
   readonly emitter: OutboundEmitter
   readonly direct: boolean
+  /** Delivers through the route's interceptors (or straight to the emitter). */
+  readonly send: (event: SubstateEvent, subject: Subject) => Promise<void>
+}
+
+/** A CloudEvents extension attribute name (lower-case letters and digits). */
+const EXTENSION_NAME = /^[a-z0-9]+$/
+
+/** `emitter.send` behind route interceptors. */
+function intercepted(
+  emitter: OutboundEmitter,
+  interceptors: readonly Interceptor[],
+): (event: SubstateEvent, subject: Subject) => Promise<void> {
+  for (const i of interceptors)
+    if (typeof i !== 'function')
+      throw new TypeError('route(): intercept takes functions (envelope, next) => ...')
+  const chain = compose<Envelope>(interceptors, ({ event, subject, extensions, headers }) => {
+    const names = Object.keys(extensions)
+    for (const name of names) {
+      const v = extensions[name]
+      if (!EXTENSION_NAME.test(name) || !['string', 'number', 'boolean'].includes(typeof v))
+        throw new TypeError(
+          `route(): an interceptor added the extension ${JSON.stringify(name)}=${String(v)}; names are lower-case letters and digits, values strings, numbers or booleans`,
+        )
+    }
+    const out =
+      names.length === 0 ? event : { ...event, extensions: { ...event.extensions, ...extensions } }
+    return emitter.send(out, subject, Object.keys(headers).length === 0 ? undefined : { headers })
+  })
+  return (event, subject) => chain({ event, subject, extensions: {}, headers: {} })
 }
 
 const FILTER: unique symbol = Symbol.for('substate.filter') as never
@@ -685,10 +736,17 @@ class Engine implements Container {
   ): Unsubscribe {
     if (typeof emitter?.send !== 'function')
       throw new TypeError('route(): the emitter must have send(event, subject)')
+    const intercept = options?.intercept
+    const interceptors =
+      intercept === undefined ? [] : typeof intercept === 'function' ? [intercept] : [...intercept]
+    const send =
+      interceptors.length === 0
+        ? (event: SubstateEvent, subject: Subject) => emitter.send(event, subject)
+        : intercepted(emitter, interceptors)
     this.#emitters.add(emitter)
     const patterns = typeof pattern === 'string' ? [pattern] : [...pattern]
     return unsubscribe(
-      this.#routes.add(patterns, { emitter, direct: options?.policy === 'direct' }),
+      this.#routes.add(patterns, { emitter, direct: options?.policy === 'direct', send }),
     )
   }
 
@@ -1074,20 +1132,22 @@ class Engine implements Container {
     // Explicit targets (dispatchUrl, topic) go remote only. Routes add targets; local handlers
     // still run unless every matching route is 'direct'.
     let local = targets === undefined
-    let remote = targets
-    if (local && this.#routes.size > 0) {
-      const routes = this.#routes.match(ctx.type)
-      if (routes.length > 0) {
-        remote = routes.map((r) => r.emitter)
-        local = !routes.every((r) => r.direct)
-      }
-    }
-    if (remote !== undefined) {
-      for (const emitter of remote) {
+    if (targets !== undefined) {
+      for (const emitter of targets) {
         try {
           await emitter.send(ctx.event, ctx.subject)
         } catch (e) {
           this.#fail(scope, `route:${emitter.name}`, ctx.event, e, 1, false, false)
+        }
+      }
+    } else if (this.#routes.size > 0) {
+      const routes = this.#routes.match(ctx.type)
+      if (routes.length > 0) local = !routes.every((r) => r.direct)
+      for (const route of routes) {
+        try {
+          await route.send(ctx.event, ctx.subject)
+        } catch (e) {
+          this.#fail(scope, `route:${route.emitter.name}`, ctx.event, e, 1, false, false)
         }
       }
     }

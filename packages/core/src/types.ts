@@ -245,13 +245,22 @@ export interface DeadLetterSink {
   put(entry: DeadLetter): Promise<void>
 }
 
+/** Transport metadata for one outbound delivery (see {@link OutboundEmitter.send}). */
+export interface OutboundMeta {
+  readonly headers: Readonly<Record<string, string>>
+}
+
 /**
  * An outbound transport (HTTP, Pub/Sub): receives events routed to it with `container.route` or
  * `emit(..., { dispatchUrl | topic })`. `send` rejects when delivery failed.
  */
 export interface OutboundEmitter {
   readonly name: string
-  send(event: SubstateEvent, subject: Subject): Promise<void>
+  /**
+   * Delivers one event. `meta.headers` (from route interceptors) go out as transport metadata:
+   * HTTP request headers, Pub/Sub message attributes; the CloudEvents attributes win over them.
+   */
+  send(event: SubstateEvent, subject: Subject, meta?: OutboundMeta): Promise<void>
   /** Waits for buffered sends (called by `container.close()`). */
   flush?(): Promise<void>
   close?(): Promise<void>

@@ -1,6 +1,6 @@
 import { AsyncLocalStorage } from 'node:async_hooks'
 import type { BatchPublishOptions, PubSub, Topic } from '@google-cloud/pubsub'
-import type { OutboundEmitter, Subject, SubstateEvent } from '@substate/core'
+import type { OutboundEmitter, OutboundMeta, Subject, SubstateEvent } from '@substate/core'
 import { DeliveryError } from '@substate/core'
 import { toPubsubMessage } from './message.js'
 
@@ -96,11 +96,13 @@ export function pubsubPublisher({
 
   return {
     name,
-    async send(event: SubstateEvent, subject: Subject): Promise<void> {
+    async send(event: SubstateEvent, subject: Subject, meta?: OutboundMeta): Promise<void> {
       const t = topicFor(event)
       const message: MessageOptions = toPubsubMessage(event, await subject.getExtProps(), {
         krules,
       })
+      // An interceptor's headers become attributes; the CloudEvents attributes win over them.
+      if (meta !== undefined) message.attributes = { ...meta.headers, ...message.attributes }
       const key = ordered ? orderingKey(event) : undefined
       if (key) message.orderingKey = key
       const publish = detached(() => t.publishMessage(message))

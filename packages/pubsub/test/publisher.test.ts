@@ -63,6 +63,28 @@ describeWith('pubsub', 'pubsubPublisher (emulator)', () => {
     })
   })
 
+  it('route interceptors add extension attributes and message attributes; ce- attributes win', async () => {
+    const { fixture, client } = await setup()
+    const container = createContainer({ source: 'pub-test' })
+    cleanup.push(() => container.close())
+    container.route('order.*', pubsubPublisher({ client, topic: fixture.topic }), {
+      policy: 'direct',
+      intercept: (envelope, next) => {
+        envelope.extensions.region = 'eu'
+        envelope.headers.team = 'billing'
+        envelope.headers['ce-type'] = 'forged' // a CloudEvents attribute is not overridden
+        return next()
+      },
+    })
+    expect((await container.emit('order.created', 'order:2')).ok).toBe(true)
+    const [m] = await pullAll(fixture, 1)
+    expect(m!.attributes).toMatchObject({
+      'ce-region': 'eu',
+      team: 'billing',
+      'ce-type': 'order.created',
+    })
+  })
+
   it('accepts a full topic path and a function of the event', async () => {
     const { fixture, client } = await setup(false)
     const container = createContainer()
