@@ -97,8 +97,12 @@ export function httpEmitter({
   ): Promise<void> {
     const ce = toCloudEvent(event, await subject.getExtProps(), { onInvalidExtension })
     const message = toHttpMessage(ce, mode)
-    // The CloudEvents headers win over the emitter's and an interceptor's.
-    const headers = { ...extraHeaders, ...meta?.headers, ...message.headers }
+    // Names compared without case: the CloudEvents headers win over the emitter's and an
+    // interceptor's, whatever their spelling.
+    const headers: Record<string, string> = {}
+    for (const [k, v] of Object.entries(extraHeaders)) headers[k.toLowerCase()] = v
+    for (const [k, v] of Object.entries(meta?.headers ?? {})) headers[k.toLowerCase()] = v
+    Object.assign(headers, message.headers)
     const init = { method: 'POST', headers }
     const what = `POST ${target} of ${event.type} ${event.id} (subject ${event.subject})`
     for (let attempt = 1; ; attempt++) {

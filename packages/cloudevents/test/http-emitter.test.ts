@@ -72,6 +72,36 @@ describe('httpEmitter', () => {
     expect(JSON.parse(call!.body)).toEqual({ level: 3 })
   })
 
+  it('sends headers from the emitter and an interceptor, the CloudEvents ones winning whatever their case', async () => {
+    const { fetch, calls } = fakeFetch([202])
+    const container = createContainer({ source: 'a' })
+    container.route(
+      'device.alert',
+      httpEmitter({
+        url: 'http://127.0.0.1:1/in',
+        fetch,
+        headers: { 'Content-Type': 'text/plain', Authorization: 'static' },
+      }),
+      {
+        policy: 'direct',
+        intercept: (envelope, next) => {
+          envelope.headers['X-Request-Id'] = 'r-1'
+          envelope.headers.AUTHORIZATION = 'per-request'
+          return next()
+        },
+      },
+    )
+    expect((await container.emit('device.alert', 'device:1', { level: 1 })).ok).toBe(true)
+    const headers = calls[0]!.headers
+    expect(headers['content-type']).toBe('application/json')
+    expect(headers.authorization).toBe('per-request')
+    expect(headers['x-request-id']).toBe('r-1')
+    expect(Object.keys(headers).filter((k) => k.toLowerCase() === 'content-type')).toEqual([
+      'content-type',
+    ])
+    await container.close()
+  })
+
   it('POSTs a structured-mode CloudEvent', async () => {
     const { fetch, calls } = fakeFetch([202])
     await sendOne(httpEmitter({ url: 'http://127.0.0.1:1/', mode: 'structured', fetch }))

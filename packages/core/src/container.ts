@@ -370,6 +370,44 @@ interface RouteEntry {
 
 /** A CloudEvents extension attribute name (lower-case letters and digits). */
 const EXTENSION_NAME = /^[a-z0-9]+$/
+/** Attribute names an extension may not take: the context attributes, and those Substate sets. */
+const RESERVED_ATTRIBUTES = new Set([
+  'id',
+  'source',
+  'specversion',
+  'type',
+  'datacontenttype',
+  'dataschema',
+  'subject',
+  'time',
+  'data',
+  'data_base64',
+  'originid',
+  'propertyname',
+])
+/** An HTTP header name (an RFC 9110 token). */
+const HEADER_NAME = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/
+
+/** Why an interceptor's extensions or headers cannot go out, or undefined when they can. */
+function envelopeProblem(
+  extensions: Readonly<Record<string, unknown>>,
+  headers: Readonly<Record<string, unknown>>,
+): string | undefined {
+  for (const [name, v] of Object.entries(extensions)) {
+    if (!EXTENSION_NAME.test(name) || RESERVED_ATTRIBUTES.has(name))
+      return `the extension name ${JSON.stringify(name)} (lower-case letters and digits, not a context attribute)`
+    if (!(typeof v === 'string' || typeof v === 'boolean' || Number.isInteger(v)))
+      return `the value of extension ${name} (a string, an integer or a boolean)`
+  }
+  for (const [name, v] of Object.entries(headers)) {
+    const lower = name.toLowerCase()
+    if (!HEADER_NAME.test(name) || lower.startsWith('ce-') || lower === 'content-type')
+      return `the header ${JSON.stringify(name)} (a token; ce-* and content-type belong to the CloudEvent: use extensions)`
+    if (typeof v !== 'string' || /[\r\n\0]/.test(v))
+      return `the value of header ${name} (a string on one line)`
+  }
+  return undefined
+}
 
 /** `emitter.send` behind route interceptors. */
 function intercepted(
@@ -380,14 +418,10 @@ function intercepted(
     if (typeof i !== 'function')
       throw new TypeError('route(): intercept takes functions (envelope, next) => ...')
   const chain = compose<Envelope>(interceptors, ({ event, subject, extensions, headers }) => {
+    const problem = envelopeProblem(extensions, headers)
+    if (problem !== undefined)
+      throw new TypeError(`route(): an interceptor set an invalid envelope field: ${problem}`)
     const names = Object.keys(extensions)
-    for (const name of names) {
-      const v = extensions[name]
-      if (!EXTENSION_NAME.test(name) || !['string', 'number', 'boolean'].includes(typeof v))
-        throw new TypeError(
-          `route(): an interceptor added the extension ${JSON.stringify(name)}=${String(v)}; names are lower-case letters and digits, values strings, numbers or booleans`,
-        )
-    }
     const out =
       names.length === 0 ? event : { ...event, extensions: { ...event.extensions, ...extensions } }
     return emitter.send(out, subject, Object.keys(headers).length === 0 ? undefined : { headers })

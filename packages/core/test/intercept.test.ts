@@ -1,5 +1,6 @@
 import {
   createContainer,
+  type Envelope,
   type OutboundEmitter,
   type OutboundMeta,
   type SubstateEvent,
@@ -78,5 +79,56 @@ it('an interceptor that throws, or adds an invalid extension, fails the route; n
   expect(b.failures[0]!.handler).toBe('route:recorder')
   expect(out.sent).toHaveLength(0)
   expect(() => c.route('c', out, { intercept: ['nope' as never] })).toThrow(TypeError)
+
+  // Context attributes and the CloudEvent's own headers cannot be set or forged through an envelope.
+  const bad: Array<[string, (env: Envelope) => void, RegExp]> = [
+    [
+      'reserved',
+      (env) => {
+        env.extensions.subject = 'other'
+      },
+      /extension name "subject"/,
+    ],
+    [
+      'fraction',
+      (env) => {
+        env.extensions.ratio = 0.5
+      },
+      /value of extension ratio/,
+    ],
+    [
+      'ce header',
+      (env) => {
+        env.headers['CE-Type'] = 'forged'
+      },
+      /header "CE-Type"/,
+    ],
+    [
+      'content type',
+      (env) => {
+        env.headers['Content-Type'] = 'x'
+      },
+      /header "Content-Type"/,
+    ],
+    [
+      'newline',
+      (env) => {
+        env.headers['x-token'] = 'a\r\nb'
+      },
+      /value of header x-token/,
+    ],
+  ]
+  for (const [type, set, message] of bad) {
+    c.route(type, out, {
+      policy: 'direct',
+      intercept: (env, next) => {
+        set(env)
+        return next()
+      },
+    })
+    const r = await c.emit(type, 's')
+    expect(String((r.failures[0]!.error as Error).cause)).toMatch(message)
+  }
+  expect(out.sent).toHaveLength(0)
   await c.close()
 })
