@@ -6,27 +6,11 @@ export const MIME_CE_JSON = 'application/cloudevents+json'
 export const MIME_CE_BATCH = 'application/cloudevents-batch+json'
 export const MIME_JSON = 'application/json'
 
-/**
- * Names an extension must not take: the context attributes of CloudEvents 1.0 (with `data`,
- * `data_base64`) and the two extensions Substate sets itself.
- */
-export const RESERVED: ReadonlySet<string> = new Set([
-  'id',
-  'source',
-  'specversion',
-  'type',
-  'datacontenttype',
-  'dataschema',
-  'subject',
-  'time',
-  'data',
-  'data_base64',
-  'originid',
-  'propertyname',
-])
-
-/** Spec §3.1.1: attribute names MUST consist of lower-case ASCII letters and digits. */
-export const ATTRIBUTE_NAME: RegExp = /^[a-z0-9]+$/
+// Extension names: the rules live in core (route interceptors check them too).
+export {
+  EXTENSION_NAME as ATTRIBUTE_NAME,
+  RESERVED_EXTENSIONS as RESERVED,
+} from '@substate/core'
 
 /** The media type of a `Content-Type` value: parameters dropped, lower-cased, trimmed. */
 export function mediaType(contentType: string | null | undefined): string {

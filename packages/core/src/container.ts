@@ -4,6 +4,7 @@ import { RecentKeys } from './_internal.js'
 import { compose, type Middleware } from './compose.js'
 import { CascadeDepthError, HandlerError, ShutdownError, TimeoutError } from './errors.js'
 import { type EventLog, EventRing } from './event-log.js'
+import { EXTENSION_NAME, RESERVED_EXTENSIONS } from './extensions.js'
 import { copyJson, type JsonValue } from './json.js'
 import { KeyedQueue } from './keyed-queue.js'
 import { createMemoryStorage } from './memory-storage.js'
@@ -368,23 +369,6 @@ interface RouteEntry {
   readonly send: (event: SubstateEvent, subject: Subject) => Promise<void>
 }
 
-/** A CloudEvents extension attribute name (lower-case letters and digits). */
-const EXTENSION_NAME = /^[a-z0-9]+$/
-/** Attribute names an extension may not take: the context attributes, and those Substate sets. */
-const RESERVED_ATTRIBUTES = new Set([
-  'id',
-  'source',
-  'specversion',
-  'type',
-  'datacontenttype',
-  'dataschema',
-  'subject',
-  'time',
-  'data',
-  'data_base64',
-  'originid',
-  'propertyname',
-])
 /** An HTTP header name (an RFC 9110 token). */
 const HEADER_NAME = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/
 
@@ -394,7 +378,7 @@ function envelopeProblem(
   headers: Readonly<Record<string, unknown>>,
 ): string | undefined {
   for (const [name, v] of Object.entries(extensions)) {
-    if (!EXTENSION_NAME.test(name) || RESERVED_ATTRIBUTES.has(name))
+    if (!EXTENSION_NAME.test(name) || RESERVED_EXTENSIONS.has(name))
       return `the extension name ${JSON.stringify(name)} (lower-case letters and digits, not a context attribute)`
     if (!(typeof v === 'string' || typeof v === 'boolean' || Number.isInteger(v)))
       return `the value of extension ${name} (a string, an integer or a boolean)`
@@ -435,17 +419,17 @@ const ROUTES = Symbol.for('substate.routes')
 const SCHEDULE_SOURCE = 'substate/schedule'
 /** The longest delay a Node timer takes (2^31 - 1 ms, ~24.8 days). */
 const MAX_TIMER = 2 ** 31 - 1
-/** The event of a schedule's tick (without its payload). */
-const tickEvent = (name: string, type: string, subject: string, at: number): SubstateEvent => ({
-  id: `${name}@${new Date(at).toISOString()}`,
-  type,
-  source: SCHEDULE_SOURCE,
-  subject,
-  time: at,
-  payload: undefined,
-  originId: '',
-  extra: undefined,
-})
+/** An event the engine makes itself (a schedule's tick, a timer), for reports of its failures. */
+const ownEvent = (
+  id: string,
+  source: string,
+  type: string,
+  subject: string,
+  time: number,
+  payload?: unknown,
+): SubstateEvent => ({ id, type, source, subject, time, payload, originId: '', extra: undefined })
+/** The id of a schedule's tick: the same on every replica. */
+const tickId = (name: string, at: number): string => `${name}@${new Date(at).toISOString()}`
 /** `#dispatch` without a value to resolve with: it resolves with the `EmitResult`. */
 const NO_VALUE: unique symbol = Symbol('no value')
 const FILTERS = Symbol.for('substate.filters')
@@ -637,7 +621,7 @@ class Engine implements Container {
             (r) => {
               this.#reportUnstored(
                 'timers',
-                { ...tickEvent('timer', t.type, t.subject, t.at), id: t.id, source: TIMER_SOURCE },
+                ownEvent(t.id, TIMER_SOURCE, t.type, t.subject, t.at),
                 r,
               )
               return r.status === 'handled' || r.status === 'duplicate'
@@ -647,16 +631,7 @@ class Engine implements Container {
         },
         report: (what, subject, type, error) => {
           if (this.#closing) return // storage may be closing under the timers
-          const event: SubstateEvent = {
-            id: this.#newId(),
-            type,
-            source: TIMER_SOURCE,
-            subject,
-            time: Date.now(),
-            payload: undefined,
-            originId: '',
-            extra: undefined,
-          }
+          const event = ownEvent(this.#newId(), TIMER_SOURCE, type, subject, Date.now())
           this.#report(this.#rootScope(), what, event, error)
         },
       },
@@ -1386,7 +1361,7 @@ class Engine implements Container {
         this.#report(
           this.#rootScope(),
           `schedule:${name}`,
-          { ...tickEvent(name, type, subject, after), payload: data },
+          ownEvent(tickId(name, after), SCHEDULE_SOURCE, type, subject, after, data),
           e,
         )
         return
@@ -1404,10 +1379,14 @@ class Engine implements Container {
     at: number,
     tick: { type: string; subject: string; payload: unknown; name: string },
   ): Promise<void> {
-    const event: SubstateEvent = {
-      ...tickEvent(tick.name, tick.type, tick.subject, at),
-      payload: tick.payload,
-    }
+    const event = ownEvent(
+      tickId(tick.name, at),
+      SCHEDULE_SOURCE,
+      tick.type,
+      tick.subject,
+      at,
+      tick.payload,
+    )
     let won: boolean
     try {
       const storage = this.#host.storageFor(claim)

@@ -56,6 +56,7 @@ export {
   ValidationError,
 } from './errors.js'
 export type { EventLog, EventLogQuery } from './event-log.js'
+export { EXTENSION_NAME, RESERVED_EXTENSIONS } from './extensions.js'
 export type { JsonValue } from './json.js'
 export { cloneJson, copyJson, jsonEqual } from './json.js'
 export type { MemoryStorageOptions } from './memory-storage.js'

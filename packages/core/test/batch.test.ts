@@ -111,22 +111,29 @@ it('fails every event of a failed batch, stores nothing it cached, and retries e
   await c.close()
 })
 
-it('a failure in the cascade a batch started fails the batch', async () => {
-  const storage = createMemoryStorage()
-  const c = createContainer({ storage })
-  c.onError(() => {})
-  c.on('reading', { batch: { size: 2, wait: 1000 } }, async (ctxs) => {
-    await c.subject('agg').set('count', ctxs.length)
-    await ctxs[0]!.emit('nested')
-  })
-  c.on('nested', () => {
-    throw new Error('nested fails')
-  })
-  const results = await Promise.all([c.receive(incoming('n:1')), c.receive(incoming('n:2'))])
-  expect(results.map((r) => r.status)).toEqual(['failed', 'failed'])
-  expect((await storage.load('agg')).props).toEqual({})
-  await c.close()
-})
+it.each([
+  ['not dead-lettered', undefined],
+  ['dead-lettered to a non-durable sink', { durable: false, put: async () => {} }],
+] as const)(
+  'a failure in the cascade a batch started fails the batch (%s)',
+  async (_, deadLetter) => {
+    const storage = createMemoryStorage()
+    const c = createContainer(deadLetter === undefined ? { storage } : { storage, deadLetter })
+    c.onError(() => {})
+    c.on('reading', { batch: { size: 2, wait: 1000 } }, async (ctxs) => {
+      await c.subject('agg').set('count', ctxs.length)
+      await ctxs[0]!.emit('nested')
+    })
+    c.on('nested', () => {
+      throw new Error('nested fails')
+    })
+    const results = await Promise.all([c.receive(incoming('n:1')), c.receive(incoming('n:2'))])
+    // The ingress would not acknowledge the nested failure: the batch's writes are not stored.
+    expect(results.map((r) => r.status)).toEqual(['failed', 'failed'])
+    expect((await storage.load('agg')).props).toEqual({})
+    await c.close()
+  },
+)
 
 it('close() runs a partial batch at once instead of waiting for `wait`', async () => {
   const c = createContainer()
@@ -152,28 +159,6 @@ it('rejects batch options it cannot honour', () => {
   expect(() => c.on('x', { batch: { size: 2, wait: 10 }, timeout: 5 }, () => {})).toThrow(
     /takes no timeout/,
   )
-})
-
-it('a failure its cascade dead-lettered to a non-durable sink still fails the batch', async () => {
-  const storage = createMemoryStorage()
-  const dead: unknown[] = []
-  const c = createContainer({
-    storage,
-    deadLetter: { durable: false, put: async (d) => void dead.push(d) },
-  })
-  c.onError(() => {})
-  c.on('reading', { batch: { size: 2, wait: 1000 } }, async (ctxs) => {
-    await c.subject('agg').set('count', ctxs.length)
-    await ctxs[0]!.emit('nested')
-  })
-  c.on('nested', () => {
-    throw new Error('nested fails')
-  })
-  const results = await Promise.all([c.receive(incoming('d:1')), c.receive(incoming('d:2'))])
-  // The ingress would not acknowledge the nested failure: the batch's writes are not stored.
-  expect(results.map((r) => r.status)).toEqual(['failed', 'failed'])
-  expect((await storage.load('agg')).props).toEqual({})
-  await c.close()
 })
 
 it('request/reply works through a batch handler: each reply keeps its own origin id', async () => {
