@@ -11,9 +11,9 @@ import {
   type SubjectStorage,
 } from '@substate/core'
 import { createReceiver } from '@substate/hono'
+import { listen } from '@substate/test-support/http'
 import { Hono } from 'hono'
 import { afterEach, describe, expect, it } from 'vitest'
-import { listen } from './support/http.js'
 
 const cleanups: Array<() => Promise<unknown>> = []
 afterEach(async () => {

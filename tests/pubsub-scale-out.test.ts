@@ -21,22 +21,22 @@ import { createContainer, type SubjectStorage } from '@substate/core'
 import { pubsubPublisher } from '@substate/pubsub'
 import { createPostgresStorage } from '@substate/storage-postgres'
 import { createRedisStorage } from '@substate/storage-redis'
-import { Redis } from 'ioredis'
-import pg from 'pg'
-import { afterEach, expect, it } from 'vitest'
-import { createEmulatorClient } from './support/pubsub-client.js'
+import { createEmulatorClient } from '@substate/test-support/pubsub-client'
 import {
   createEmulatorTopic,
   type EmulatorTopic,
   PUBSUB_PROJECT_ID,
-} from './support/pubsub-emulator.js'
+} from '@substate/test-support/pubsub-emulator'
 import {
   databaseUrl,
   describeWith,
   pubsubEmulatorHost,
   redisUrl,
   services,
-} from './support/services.js'
+} from '@substate/test-support/services'
+import { Redis } from 'ioredis'
+import pg from 'pg'
+import { afterEach, expect, it } from 'vitest'
 
 const WORKER = fileURLToPath(new URL('./dist/pubsub-worker.js', import.meta.url))
 const SOURCE = fileURLToPath(new URL('./src/pubsub-worker.ts', import.meta.url))

@@ -6,11 +6,11 @@ import type { PubSub } from '@google-cloud/pubsub'
 import { type Container, createContainer, type SubjectStorage } from '@substate/core'
 import { pubsubPublisher, pubsubSubscriber } from '@substate/pubsub'
 import { createRedisStorage } from '@substate/storage-redis'
+import { createEmulatorClient } from '@substate/test-support/pubsub-client'
+import { createEmulatorTopic, type EmulatorTopic } from '@substate/test-support/pubsub-emulator'
+import { describeWith, redisUrl, services } from '@substate/test-support/services'
 import { Redis } from 'ioredis'
 import { afterEach, expect, it } from 'vitest'
-import { createEmulatorClient } from './support/pubsub-client.js'
-import { createEmulatorTopic, type EmulatorTopic } from './support/pubsub-emulator.js'
-import { describeWith, redisUrl, services } from './support/services.js'
 
 const cleanup: Array<() => Promise<unknown>> = []
 afterEach(async () => {

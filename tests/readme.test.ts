@@ -8,8 +8,8 @@ import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { join, relative } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { format } from 'node:util'
+import { type ServiceName, services } from '@substate/test-support/services'
 import { afterEach, describe, it, vi } from 'vitest'
-import { type ServiceName, services } from './support/services.js'
 
 const root = fileURLToPath(new URL('..', import.meta.url))
 const outDir = join(root, 'tests', '.readme')

@@ -8,10 +8,10 @@ import { fileURLToPath } from 'node:url'
 import { createContainer, type SubjectStorage } from '@substate/core'
 import { createPostgresStorage } from '@substate/storage-postgres'
 import { createRedisStorage } from '@substate/storage-redis'
+import { databaseUrl, describeWith, redisUrl } from '@substate/test-support/services'
 import { Redis } from 'ioredis'
 import pg from 'pg'
 import { afterAll, beforeAll, expect, it } from 'vitest'
-import { databaseUrl, describeWith, redisUrl } from './support/services.js'
 
 const run = `${process.pid}_${Date.now().toString(36)}`
 const WORKER = fileURLToPath(new URL('./dist/storage-worker.js', import.meta.url))

@@ -6,10 +6,10 @@
 import { type Container, createContainer, type SubjectStorage } from '@substate/core'
 import { createPostgresStorage } from '@substate/storage-postgres'
 import { createRedisStorage } from '@substate/storage-redis'
+import { databaseUrl, describeWith, redisUrl } from '@substate/test-support/services'
 import { Redis } from 'ioredis'
 import pg from 'pg'
 import { afterEach, expect, it } from 'vitest'
-import { databaseUrl, describeWith, redisUrl } from './support/services.js'
 
 const cleanup: Array<() => Promise<unknown>> = []
 afterEach(async () => {

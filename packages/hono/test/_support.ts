@@ -1,4 +1,4 @@
-export { listen } from '../../../tests/support/http.js'
+export { listen } from '@substate/test-support/http'
 
 /** The `ce-` headers of a valid binary-mode event. */
 export const binary = (

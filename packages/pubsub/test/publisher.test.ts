@@ -1,13 +1,13 @@
 import { createContainer, isSubstateError } from '@substate/core'
 import { pubsubPublisher, pubsubTopics } from '@substate/pubsub'
-import { afterEach, expect, it } from 'vitest'
-import { createEmulatorClient } from '../../../tests/support/pubsub-client.js'
+import { createEmulatorClient } from '@substate/test-support/pubsub-client'
 import {
   createEmulatorTopic,
   type EmulatorTopic,
   type ReceivedEmulatorMessage,
-} from '../../../tests/support/pubsub-emulator.js'
-import { describeWith } from '../../../tests/support/services.js'
+} from '@substate/test-support/pubsub-emulator'
+import { describeWith } from '@substate/test-support/services'
+import { afterEach, expect, it } from 'vitest'
 
 const cleanup: Array<() => Promise<unknown>> = []
 afterEach(async () => {

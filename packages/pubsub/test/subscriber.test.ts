@@ -1,14 +1,14 @@
 import type { PubSub } from '@google-cloud/pubsub'
 import { type Container, createContainer, createMemoryStorage } from '@substate/core'
 import { type PubsubSubscriberOptions, pubsubSubscriber } from '@substate/pubsub'
-import { afterEach, expect, it } from 'vitest'
-import { createEmulatorClient } from '../../../tests/support/pubsub-client.js'
+import { createEmulatorClient } from '@substate/test-support/pubsub-client'
 import {
   createEmulatorTopic,
   type EmulatorMessage,
   type EmulatorTopic,
-} from '../../../tests/support/pubsub-emulator.js'
-import { describeWith } from '../../../tests/support/services.js'
+} from '@substate/test-support/pubsub-emulator'
+import { describeWith } from '@substate/test-support/services'
+import { afterEach, expect, it } from 'vitest'
 
 const cleanup: Array<() => Promise<unknown>> = []
 afterEach(async () => {

@@ -8,9 +8,9 @@ import {
 } from '@substate/core'
 import { describeStorage } from '@substate/core/testing'
 import { createPostgresStorage } from '@substate/storage-postgres'
+import { databaseUrl, describeWith } from '@substate/test-support/services'
 import pg from 'pg'
 import { afterAll, beforeAll, expect, it } from 'vitest'
-import { databaseUrl, describeWith } from '../../../tests/support/services.js'
 
 /** Every table of this run lives in its own schema, dropped at the end. */
 const schema = `substate_test_${process.pid}_${Date.now().toString(36)}`

@@ -2,9 +2,9 @@ import { createServer, type Server } from 'node:net'
 import { type Change, isSubstateError, StorageError, type SubjectStorage } from '@substate/core'
 import { describeStorage } from '@substate/core/testing'
 import { createRedisStorage } from '@substate/storage-redis'
+import { describeWith, redisUrl } from '@substate/test-support/services'
 import { Redis } from 'ioredis'
 import { afterAll, beforeAll, expect, it } from 'vitest'
-import { describeWith, redisUrl } from '../../../tests/support/services.js'
 
 const run = `substate-test:${process.pid}:${Date.now().toString(36)}:`
 const inc = (name: string): Change => ({
