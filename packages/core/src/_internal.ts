@@ -1,3 +1,6 @@
+import { randomUUID } from 'node:crypto'
+import type { RetryPolicy, Unsubscribe } from './types.js'
+
 /**
  * A set that remembers the last `capacity` keys added (oldest forgotten first), for duplicate
  * windows. A ring buffer, not `set.delete(set.values().next().value)`: V8 leaves deleted entries
@@ -32,5 +35,40 @@ export class RecentKeys {
   clear(): void {
     this.#keys.clear()
     this.#ring.fill(undefined)
+  }
+}
+
+const dispose: typeof Symbol.dispose = Symbol.dispose ?? (Symbol.for('Symbol.dispose') as never)
+
+/** `fn` as an {@link Unsubscribe}: callable, and `Disposable` (`using off = on(...)`). */
+export const unsubscribe = (fn: () => void): Unsubscribe => Object.assign(fn, { [dispose]: fn })
+
+/** Resolves after `ms`, or at once when `signal` aborts. */
+export const sleep = (ms: number, signal: AbortSignal): Promise<void> =>
+  new Promise((resolve) => {
+    if (signal.aborted) return resolve()
+    const t = setTimeout(done, ms)
+    function done(): void {
+      clearTimeout(t)
+      signal.removeEventListener('abort', done)
+      resolve()
+    }
+    signal.addEventListener('abort', done, { once: true })
+  })
+
+/** Milliseconds of backoff before retry `n` (1-based), with ±20 % jitter. */
+export function backoff(policy: RetryPolicy | undefined, n: number): number {
+  const { initial = 50, factor = 2, max = 5000 } = policy?.backoff ?? {}
+  const base = Math.min(max, initial * factor ** (n - 1))
+  return base * (0.8 + Math.random() * 0.4)
+}
+
+/** Event ids of one container: a random prefix and a counter (unique, cheap, ordered). */
+export class IdGenerator {
+  readonly #prefix = randomUUID().slice(0, 18)
+  #seq = 0
+
+  next(): string {
+    return `${this.#prefix}-${(this.#seq++).toString(36)}`
   }
 }

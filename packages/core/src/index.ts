@@ -16,31 +16,9 @@
 
 export type { Middleware } from './compose.js'
 export { compose } from './compose.js'
-export type {
-  BatchHandler,
-  CloseReport,
-  Container,
-  ContainerOptions,
-  ContextEmitOptions,
-  Emit,
-  EmitOptions,
-  Envelope,
-  EventContext,
-  Filter,
-  Handler,
-  Handlers,
-  IncomingEvent,
-  Interceptor,
-  MethodDecorator,
-  On,
-  ReceiveResult,
-  RequestOptions,
-  RouteOptions,
-  ScheduleOptions,
-  Unsubscribe,
-  WhenFilter,
-} from './container.js'
+export type { CloseReport, Container, ContainerOptions } from './container.js'
 export { createContainer } from './container.js'
+export type { ScheduleSpec } from './cron.js'
 export type { SubstateErrorCode } from './errors.js'
 export {
   CascadeDepthError,
@@ -55,16 +33,28 @@ export {
   TimeoutError,
   ValidationError,
 } from './errors.js'
+export type { ContextEmitOptions, Emit, EmitOptions, EventContext } from './event-context.js'
 export type { EventLog, EventLogQuery } from './event-log.js'
 export { EXTENSION_NAME, RESERVED_EXTENSIONS } from './extensions.js'
+export type {
+  BatchHandler,
+  Filter,
+  Handler,
+  Handlers,
+  MethodDecorator,
+  On,
+  WhenFilter,
+} from './handlers.js'
 export type { JsonValue } from './json.js'
 export { cloneJson, copyJson, jsonEqual } from './json.js'
 export type { MemoryStorageOptions } from './memory-storage.js'
 export { createMemoryStorage } from './memory-storage.js'
 export type { HandlerMetrics, MetricsSnapshot } from './metrics.js'
+export type { RequestOptions } from './request-reply.js'
 export type { GlobMatcher } from './router.js'
 export { compileGlob } from './router.js'
-export type { ScheduleSpec } from './schedule.js'
+export type { Envelope, Interceptor, RouteOptions } from './routes.js'
+export type { ScheduleOptions } from './scheduler.js'
 export type {
   Change,
   CommitOptions,
@@ -106,6 +96,7 @@ export type {
   Subject,
   SubjectDeletedPayload,
   SubstateEvent,
+  Unsubscribe,
   Updater,
   WriteOptions,
 } from './types.js'
@@ -114,3 +105,4 @@ export {
   SUBJECT_PROPERTY_CHANGED,
   SUBJECT_PROPERTY_DELETED,
 } from './types.js'
+export type { IncomingEvent, ReceiveResult } from './unit-of-work.js'

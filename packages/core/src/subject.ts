@@ -1,7 +1,17 @@
 import { filter, map, type Observable } from 'rxjs'
 import { isSubstateError, PropertyNotFoundError, StorageError } from './errors.js'
 import { cloneJson, copyJson, type JsonValue, jsonEqual } from './json.js'
-import { type Scope, scopes, type UnitOfWork } from './scope.js'
+import {
+  applyFns,
+  fold,
+  type PendingChange,
+  PendingWrites,
+  replay,
+  type Taken,
+  toChange,
+} from './pending-writes.js'
+import { type Scope, scopes, type UnitMember, type UnitOfWork } from './scope.js'
+import { SerialQueue } from './serial-queue.js'
 import type {
   Change,
   CommitOptions,
@@ -10,7 +20,6 @@ import type {
   SubjectSnapshot,
   SubjectStorage,
 } from './storage.js'
-import type { TimerHandle, TimerSpec } from './timers.js'
 import {
   type GetOptions,
   SUBJECT_DELETED,
@@ -18,6 +27,8 @@ import {
   SUBJECT_PROPERTY_DELETED,
   type Subject,
   type SubstateEvent,
+  type TimerHandle,
+  type TimerSpec,
   type WriteOptions,
 } from './types.js'
 
@@ -41,87 +52,16 @@ export interface SubjectHost {
   /** The live state for a name (a new one if it was evicted). */
   live(name: string): SubjectState
   /** Stores a durable timer firing `type` on `subject`. */
-  scheduleTimer(
-    subject: string,
-    type: string,
-    when: TimerSpec,
-    payload: unknown,
-  ): Promise<TimerHandle>
+  addTimer(subject: string, type: string, when: TimerSpec, payload: unknown): Promise<TimerHandle>
   readonly events$: Observable<SubstateEvent>
-}
-
-/**
- * A pending change of one property, folded so a change set holds one change per property:
- * a `set`/`delete` replaces what was pending; updaters chain.
- */
-type Pending =
-  | { readonly op: 'set'; readonly value: JsonValue }
-  | { readonly op: 'delete' }
-  | { readonly op: 'update'; readonly fns: readonly ((v: JsonValue | undefined) => JsonValue)[] }
-
-/** One writer's folded pending change of a property (`unit` undefined: outside any unit). */
-interface Segment {
-  readonly unit: UnitOfWork | undefined
-  /** Replaced (never mutated) on each fold: a commit in flight compares it by identity. */
-  change: Pending
-}
-
-/** Writes taken out of pending for one commit. */
-interface Taken {
-  readonly kind: PropertyKind
-  readonly name: string
-  /** The taken segments folded, as the change to commit. */
-  readonly change: Change
-  readonly segs: readonly Segment[]
 }
 
 /** A cached value that storage corrected: `[property, cached, stored]`, announced after a store. */
 type Correction = [string, JsonValue | undefined, JsonValue | undefined]
 
-const KINDS = ['prop', 'ext'] as const
 /** What every `store()` without an idempotency key passes: it needs no old values. */
 const BLIND: CommitOptions = { oldValues: false }
 const NOTHING: Promise<undefined> = Promise.resolve(undefined)
-
-const applyFns = (fns: Pending & { op: 'update' }, v: JsonValue | undefined): JsonValue => {
-  let out = v
-  for (const f of fns.fns) out = f(out)
-  return out as JsonValue
-}
-
-/** `next` after `prev`, as one pending change. */
-function fold(prev: Pending | undefined, next: Pending): Pending {
-  if (prev === undefined || next.op !== 'update') return next
-  if (prev.op === 'update') return { op: 'update', fns: [...prev.fns, ...next.fns] }
-  return { op: 'set', value: applyFns(next, prev.op === 'set' ? prev.value : undefined) }
-}
-
-/** `value` with the pending writes `segs` applied in order (an updater that now throws is skipped). */
-function replay(
-  segs: readonly Segment[] | undefined,
-  value: JsonValue | undefined,
-): JsonValue | undefined {
-  if (segs === undefined) return value
-  let out = value
-  for (const seg of segs) {
-    const p = seg.change
-    if (p.op === 'set') out = p.value
-    else if (p.op === 'delete') out = undefined
-    else {
-      try {
-        out = applyFns(p, out)
-      } catch {
-        // It ran before on another base; storage will run it again at commit and report then.
-      }
-    }
-  }
-  return out
-}
-
-function toChange(kind: PropertyKind, name: string, p: Pending): Change {
-  if (p.op === 'update') return { op: 'update', kind, name, update: (v) => applyFns(p, v) }
-  return p.op === 'set' ? { op: 'set', kind, name, value: p.value } : { op: 'delete', kind, name }
-}
 
 function checkName(property: unknown): asserts property is string {
   if (typeof property !== 'string' || property === '') {
@@ -142,7 +82,7 @@ const wrapStorage = (storage: SubjectStorage, op: string, subject: string, e: un
  * The live state of one subject, shared by every handle of its name. Cached values are owned
  * copies; everything handed out is copied again.
  */
-export class SubjectState implements Subject {
+export class SubjectState implements Subject, UnitMember {
   readonly name: string
   readonly #host: SubjectHost
   readonly #storage: SubjectStorage
@@ -150,15 +90,14 @@ export class SubjectState implements Subject {
   #ext = new Map<string, JsonValue>()
   #loaded = false
   #loading: Promise<void> | undefined
+  /** Pending cached writes (see {@link PendingWrites}); undefined until the first. */
+  #pending: PendingWrites | undefined
   /**
-   * Pending cached writes, per kind and property: one folded change per writer, a writer being a
-   * unit of work or `undefined` (code outside any unit). A unit commits only its own writes (and
-   * those made outside units), so a unit that fails never has its writes stored by another.
+   * Commits of this subject run one after another (store, write-through, flush); undefined while
+   * none runs (an idle subject holds no queue).
    */
-  #pending: { prop: Map<string, Segment[]>; ext: Map<string, Segment[]> } | undefined
-  /** Commits of this subject run one after another (store, write-through, flush). */
-  /** Commit sections waiting for the one running (`#serial`); undefined while none runs. */
-  #queue: Array<() => void> | undefined
+  #commits: SerialQueue | undefined
+  /** Reads and loads in flight. */
   #busy = 0
   /** Set by the identity map's clock when the subject was used since the last sweep. */
   recentlyUsed = true
@@ -172,13 +111,12 @@ export class SubjectState implements Subject {
   }
 
   get dirty(): boolean {
-    const p = this.#pending
-    return p !== undefined && (p.prop.size > 0 || p.ext.size > 0)
+    return this.#pending?.dirty ?? false
   }
 
   /** Idle and clean: nothing pending, nothing in flight. Only such states may be evicted. */
   get evictable(): boolean {
-    return this.#busy === 0 && !this.dirty
+    return this.#busy === 0 && this.#commits === undefined && !this.dirty
   }
 
   /** Drops cached state and memory; later calls on this handle forward to the live state. */
@@ -194,17 +132,7 @@ export class SubjectState implements Subject {
    * the writes still pending, so nothing the unit did is stored and others' writes stay.
    */
   dropUnit(unit: UnitOfWork): void {
-    let dropped = false
-    for (const map of this.#pendingMaps()) {
-      for (const [name, segs] of map) {
-        const kept = segs.filter((seg) => seg.unit !== unit)
-        if (kept.length === segs.length) continue
-        dropped = true
-        if (kept.length === 0) map.delete(name)
-        else map.set(name, kept)
-      }
-    }
-    if (dropped) this.#rebase()
+    if (this.#pending?.dropUnit(unit)) this.#rebase()
   }
 
   /** Forgets the cached values: the next access reloads them and replays the pending writes. */
@@ -311,7 +239,7 @@ export class SubjectState implements Subject {
   }
 
   /** Validates a value (synchronously: misuse throws at the call) or wraps an updater. */
-  #prepare(property: string, value: unknown): Pending {
+  #prepare(property: string, value: unknown): PendingChange {
     const what = `property "${property}" of ${this.name}`
     if (typeof value === 'function') {
       const fn = value as (v: JsonValue | undefined) => unknown
@@ -330,7 +258,7 @@ export class SubjectState implements Subject {
   #write(
     kind: PropertyKind,
     property: string,
-    next: Pending,
+    next: PendingChange,
     options: WriteOptions | undefined,
   ): Promise<JsonValue | undefined | typeof NOT_FOUND> {
     if (this.evicted) return this.#forward().#write(kind, property, next, options)
@@ -343,7 +271,7 @@ export class SubjectState implements Subject {
   #writeCached(
     kind: PropertyKind,
     property: string,
-    next: Pending,
+    next: PendingChange,
     options: WriteOptions | undefined,
   ): Promise<JsonValue | undefined | typeof NOT_FOUND> {
     const map = kind === 'prop' ? this.#props : this.#ext
@@ -363,7 +291,8 @@ export class SubjectState implements Subject {
       map.set(property, newValue)
     }
     const scope = scopes.getStore()
-    this.#addPending(kind, property, scope?.unit, next, newValue)
+    this.#pending ??= new PendingWrites()
+    this.#pending.add(kind, property, scope?.unit, next, newValue)
     this.#touch(scope)
     const result = next.op === 'delete' ? oldValue : cloneJson(newValue)
     if (kind === 'ext' || options?.muted) return Promise.resolve(result)
@@ -374,7 +303,7 @@ export class SubjectState implements Subject {
   #writeThrough(
     kind: PropertyKind,
     property: string,
-    next: Pending,
+    next: PendingChange,
     options: WriteOptions | undefined,
   ): Promise<JsonValue | undefined | typeof NOT_FOUND> {
     const unit = scopes.getStore()?.unit
@@ -394,23 +323,20 @@ export class SubjectState implements Subject {
   #writeThroughSection(
     kind: PropertyKind,
     property: string,
-    next: Pending,
+    next: PendingChange,
     unit: UnitOfWork | undefined,
   ): Promise<CommittedChange> {
     // This writer's pending cached write of the property is committed with this one, in order.
-    const own = this.#pending?.[kind].get(property)?.find((seg) => seg.unit === unit)
+    const own = this.#pending
+      ?.of(kind)
+      .get(property)
+      ?.find((seg) => seg.unit === unit)
     const ownChange = own?.change
     const change = toChange(kind, property, fold(ownChange, next))
     return this.#commit([change], undefined, 'commit').then((result) => {
       const committed = result.changes[0]!
-      const segs = this.#pending?.[kind].get(property)
       // Unless the writer wrote this property again meanwhile, its pending write is now stored.
-      const done = own !== undefined && own.change === ownChange
-      const rest = done ? segs?.filter((seg) => seg !== own) : segs
-      if (done && segs !== undefined) {
-        if (rest!.length === 0) this.#pending![kind].delete(property)
-        else this.#pending![kind].set(property, rest!)
-      }
+      const rest = this.#pending?.settle(kind, property, own, ownChange)
       if (this.#loaded) this.#cacheStored(kind, property, replay(rest, committed.newValue))
       return committed
     })
@@ -425,7 +351,7 @@ export class SubjectState implements Subject {
   store(options?: CommitOptions & { unit?: UnitOfWork }): Promise<void> {
     if (this.evicted) return this.#forward().store(options)
     // Nothing to write and no commit to wait for.
-    if (!this.dirty && this.#queue === undefined) return NOTHING
+    if (!this.dirty && this.#commits === undefined) return NOTHING
     const unit = options?.unit ?? scopes.getStore()?.unit
     return this.#serial(() => this.#storeSection(unit, options?.idempotencyKey)).then(
       (corrections) => (corrections === undefined ? undefined : this.#announce(corrections)),
@@ -436,13 +362,13 @@ export class SubjectState implements Subject {
     unit: UnitOfWork | undefined,
     idempotencyKey: string | undefined,
   ): Promise<Correction[] | undefined> {
-    const taken = this.#takePending(unit)
+    const taken = this.#pending?.take(unit) ?? []
     if (taken.length === 0) return NOTHING
     // store() compares stored new values with the cache; old values are not needed.
     const options: CommitOptions =
       idempotencyKey === undefined ? BLIND : { oldValues: false, idempotencyKey }
     const failed = (e: unknown): never => {
-      this.#restorePending(taken) // nothing was written: the writes stay pending, first in line
+      this.#restore(taken) // nothing was written: the writes stay pending, first in line
       throw wrapStorage(this.#storage, 'store', this.name, e)
     }
     let committing: ReturnType<SubjectStorage['commit']>
@@ -454,7 +380,7 @@ export class SubjectState implements Subject {
       )
     } catch (e) {
       // Restored at once: the writes are never missing from pending, even for a microtask.
-      this.#restorePending(taken)
+      this.#restore(taken)
       return Promise.reject(wrapStorage(this.#storage, 'store', this.name, e))
     }
     return committing.then((result) => {
@@ -485,7 +411,7 @@ export class SubjectState implements Subject {
     const pending = this.#pending
     for (const c of result.changes) {
       const map = c.kind === 'prop' ? this.#props : this.#ext
-      const expected = replay(pending?.[c.kind].get(c.name), c.newValue)
+      const expected = replay(pending?.of(c.kind).get(c.name), c.newValue)
       const cached = map.get(c.name)
       if (cached !== expected && !jsonEqual(cached, expected)) {
         this.#cacheStored(c.kind, c.name, expected)
@@ -536,7 +462,7 @@ export class SubjectState implements Subject {
   // ---- timers ----
 
   schedule(type: string, when: TimerSpec, payload?: unknown): Promise<TimerHandle> {
-    return this.#host.scheduleTimer(this.name, type, when, payload)
+    return this.#host.addTimer(this.name, type, when, payload)
   }
 
   // ---- observation ----
@@ -576,89 +502,10 @@ export class SubjectState implements Subject {
     return this.#loaded ? Promise.resolve() : this.#track(this.#load())
   }
 
-  #pendingMaps(): Array<Map<string, Segment[]>> {
-    return this.#pending === undefined ? [] : [this.#pending.prop, this.#pending.ext]
-  }
-
-  /** Records a cached write of `writer`, folded into that writer's pending change. */
-  #addPending(
-    kind: PropertyKind,
-    name: string,
-    writer: UnitOfWork | undefined,
-    next: Pending,
-    newValue: JsonValue | undefined,
-  ): void {
-    this.#pending ??= { prop: new Map(), ext: new Map() }
-    const map = this.#pending[kind]
-    const segs = map.get(name)
-    if (segs === undefined) {
-      map.set(name, [{ unit: writer, change: next }])
-      return
-    }
-    let i = 0 // a loop, not findIndex: this runs on every cached write
-    while (i < segs.length && segs[i]!.unit !== writer) i++
-    if (i === segs.length) {
-      segs.push({ unit: writer, change: next })
-      return
-    }
-    const prev = segs[i]!.change
-    // The only writer of this property: an updater after its set/delete is a set of the value
-    // the cache just computed (no second run of the updater).
-    const change =
-      segs.length === 1 && next.op === 'update' && prev.op !== 'update'
-        ? ({ op: 'set', value: newValue! } as const)
-        : fold(prev, next)
-    segs[i]!.change = change
-  }
-
-  /** Takes the writes `writer` may commit (its own and those outside units), folded per property. */
-  #takePending(writer: UnitOfWork | undefined): Taken[] {
-    const taken: Taken[] = []
-    const pending = this.#pending
-    if (pending === undefined) return taken
-    for (const kind of KINDS) {
-      const map = pending[kind]
-      for (const [name, segs] of map) {
-        if (segs.length === 1) {
-          // The common case: one writer of the property. (Deleting the current entry of a Map
-          // being iterated is safe.)
-          const seg = segs[0]!
-          if (seg.unit !== writer && seg.unit !== undefined) continue
-          map.delete(name)
-          taken.push({ kind, name, change: toChange(kind, name, seg.change), segs })
-          continue
-        }
-        let change: Pending | undefined
-        const mine: Segment[] = []
-        const rest: Segment[] = []
-        for (const seg of segs) {
-          if (seg.unit === writer || seg.unit === undefined) {
-            change = fold(change, seg.change)
-            mine.push(seg)
-          } else rest.push(seg)
-        }
-        if (change === undefined) continue
-        if (rest.length === 0) map.delete(name)
-        else map.set(name, rest)
-        taken.push({ kind, name, change: toChange(kind, name, change), segs: mine })
-      }
-    }
-    return taken
-  }
-
   /** Puts taken writes back in front of what was written meanwhile (a failed commit). */
-  #restorePending(taken: readonly Taken[]): void {
-    this.#pending ??= { prop: new Map(), ext: new Map() }
-    for (const t of taken) {
-      const map = this.#pending[t.kind]
-      const merged = [...t.segs]
-      for (const seg of map.get(t.name) ?? []) {
-        const i = merged.findIndex((m) => m.unit === seg.unit)
-        if (i < 0) merged.push(seg)
-        else merged[i] = { unit: seg.unit, change: fold(merged[i]!.change, seg.change) }
-      }
-      map.set(t.name, merged)
-    }
+  #restore(taken: readonly Taken[]): void {
+    this.#pending ??= new PendingWrites()
+    this.#pending.restore(taken)
   }
 
   /** Counts `work` as in flight (not evictable) until it settles. */
@@ -679,7 +526,7 @@ export class SubjectState implements Subject {
         // After a rebase, the writes still pending apply on top of what storage holds.
         for (const kind of ['prop', 'ext'] as const) {
           const map = kind === 'prop' ? this.#props : this.#ext
-          for (const [name, segs] of this.#pending?.[kind] ?? []) {
+          for (const [name, segs] of this.#pending?.of(kind) ?? []) {
             this.#cacheStored(kind, name, replay(segs, map.get(name)))
           }
         }
@@ -694,39 +541,12 @@ export class SubjectState implements Subject {
     return this.#loading
   }
 
-  /**
-   * Runs commit sections of this subject one after another. When none is running, `fn` starts at
-   * once (no promise chain to build: this is on the path of every store and write-through).
-   */
+  /** Runs `fn` as this subject's next commit section (see {@link SerialQueue}). */
   #serial<T>(fn: () => Promise<T>): Promise<T> {
-    this.#busy++
-    const run = (): Promise<T> => {
-      let p: Promise<T>
-      try {
-        p = fn()
-      } catch (e) {
-        p = Promise.reject(e)
-      }
-      const next = (): void => this.#next()
-      p.then(next, next)
-      return p
-    }
-    if (this.#queue === undefined) {
-      this.#queue = []
-      return run()
-    }
-    return new Promise<T>((resolve, reject) => {
-      this.#queue!.push(() => run().then(resolve, reject))
+    this.#commits ??= new SerialQueue(() => {
+      this.#commits = undefined
     })
-  }
-
-  /** The commit section finished: start the next one, or mark the chain idle. (A method, not an
-   * arrow field: a closure per idle subject would cost memory.) */
-  #next(): void {
-    this.#busy--
-    const next = this.#queue?.shift()
-    if (next) next()
-    else this.#queue = undefined
+    return this.#commits.run(fn)
   }
 
   #commit(

@@ -9,19 +9,9 @@
 import { randomUUID } from 'node:crypto'
 import { copyJson, type JsonValue } from './json.js'
 import type { SubjectStorage } from './storage.js'
+import type { TimerHandle, TimerSpec } from './types.js'
 
-/** When a timer fires: at a time (ms since the epoch, or a `Date`), or in `in` ms from now. */
-export type TimerSpec = { readonly at: number | Date } | { readonly in: number }
-
-/** A scheduled timer. */
-export interface TimerHandle {
-  /** Unique id; the fired event's `id` is `timer:<id>`. */
-  readonly id: string
-  /** When it is due (ms since the epoch). */
-  readonly at: number
-  /** Deletes the timer; resolves `false` when it had already fired (or was cancelled). */
-  cancel(): Promise<boolean>
-}
+export type { TimerHandle, TimerSpec } from './types.js'
 
 /** How a container fires durable timers. */
 export interface TimerOptions {

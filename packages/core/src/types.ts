@@ -1,6 +1,5 @@
 import type { Observable } from 'rxjs'
 import type { JsonValue } from './json.js'
-import type { TimerHandle, TimerSpec } from './timers.js'
 
 /** Emitted by `subject.set` when a property's value changed. Wire payload: `{ property_name, old_value, value }`. */
 export const SUBJECT_PROPERTY_CHANGED = 'subject-property-changed'
@@ -265,3 +264,19 @@ export interface OutboundEmitter {
   flush?(): Promise<void>
   close?(): Promise<void>
 }
+
+/** When a timer fires: at a time (ms since the epoch, or a `Date`), or in `in` ms from now. */
+export type TimerSpec = { readonly at: number | Date } | { readonly in: number }
+
+/** A scheduled timer. */
+export interface TimerHandle {
+  /** Unique id; the fired event's `id` is `timer:<id>`. */
+  readonly id: string
+  /** When it is due (ms since the epoch). */
+  readonly at: number
+  /** Deletes the timer; resolves `false` when it had already fired (or was cancelled). */
+  cancel(): Promise<boolean>
+}
+
+/** Removes a handler (or hook, route, schedule); also `Disposable` (`using off = on(...)`). */
+export type Unsubscribe = (() => void) & Disposable

@@ -5,7 +5,7 @@ import {
   isSubstateError,
 } from '@substate/core'
 import { expect, it } from 'vitest'
-import { nextTick } from '../src/schedule.js'
+import { nextTick } from '../src/cron.js'
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 const utc = (y: number, mo: number, d: number, h = 0, mi = 0) => Date.UTC(y, mo - 1, d, h, mi)

@@ -1,0 +1,251 @@
+import type { Subject as RxSubject } from 'rxjs'
+import { backoff, sleep } from './_internal.js'
+import { CascadeDepthError, TimeoutError } from './errors.js'
+import { Context, type EventContext, type NestedEmitter, withSignal } from './event-context.js'
+import type { EventRing } from './event-log.js'
+import type { Failures } from './failures.js'
+import type { HandlerEntry, HandlerRegistry } from './handlers.js'
+import type { Routes } from './routes.js'
+import { type Scope, scopes } from './scope.js'
+import type { EmitResult, OutboundEmitter, Subject, SubstateEvent } from './types.js'
+
+/** `DispatchRequest.value` meaning "resolve with the `EmitResult`". */
+export const RESULT: unique symbol = Symbol('the emit result')
+
+/** One event to dispatch. */
+export interface DispatchRequest {
+  readonly event: SubstateEvent
+  readonly subject: Subject
+  /** The scope the event was emitted in (undefined at the top of a cascade). */
+  readonly parent: Scope | undefined
+  /** Explicit remote targets (`emit(..., { dispatchUrl | topic })`): no local handlers. */
+  readonly targets: OutboundEmitter[] | undefined
+  /** Failures are not merged into the parent scope (the caller rethrows them). */
+  readonly detach: boolean
+  /**
+   * What the dispatch resolves with: {@link RESULT} for the `EmitResult`, or any other value (a
+   * subject write's result, `undefined` included), without a promise of its own to map it.
+   */
+  readonly value: unknown
+  /** With a `value`: reject with the failures when a handler failed (not dead-lettered). */
+  readonly check: boolean
+}
+
+/** What the dispatcher needs of the container's lifecycle. */
+export interface InFlight {
+  /** Aborted when the container gives up on in-flight work. */
+  readonly signal: AbortSignal
+  /** A top-level dispatch started. */
+  enter(): void
+  /** A top-level dispatch finished. */
+  leave(): void
+}
+
+export interface DispatcherDeps {
+  readonly maxDepth: number
+  readonly handlers: HandlerRegistry
+  readonly routes: Routes
+  readonly failures: Failures
+  readonly log: EventRing
+  /** `container.events$`'s source. */
+  readonly events: RxSubject<SubstateEvent>
+  readonly work: InFlight
+  /** How handler contexts emit nested events. */
+  readonly emitter: NestedEmitter
+}
+
+/** The state of a dispatch that goes through middleware (kept on its context). */
+interface ThroughMiddleware {
+  readonly req: DispatchRequest
+  readonly scope: Scope
+  handled: number
+}
+
+/**
+ * Runs events: each in a scope one level deeper than its caller's, middleware (once) around
+ * routes and handlers, handlers one after another in registration order, with retries, timeouts
+ * and dead-lettering. A failing handler does not stop the others.
+ */
+export class Dispatcher {
+  readonly #deps: DispatcherDeps
+  readonly #handlers: HandlerRegistry
+  readonly #routes: Routes
+  readonly #failures: Failures
+  readonly #work: InFlight
+  /** The end of the middleware chain: routes and handlers of the context's dispatch. */
+  readonly #inner = (c: EventContext): Promise<void> => {
+    const through = (c as Context).dispatch as ThroughMiddleware
+    return this.#run(through.req, through.scope, c as Context).then(() => undefined)
+  }
+
+  constructor(deps: DispatcherDeps) {
+    this.#deps = deps
+    this.#handlers = deps.handlers
+    this.#routes = deps.routes
+    this.#failures = deps.failures
+    this.#work = deps.work
+  }
+
+  dispatch(req: DispatchRequest): Promise<EmitResult> {
+    const parent = req.parent
+    const depth = parent === undefined ? 0 : parent.depth + 1
+    if (depth > this.#deps.maxDepth) {
+      return Promise.reject(new CascadeDepthError(this.#deps.maxDepth, req.event.type))
+    }
+    const scope: Scope = { depth, originId: req.event.originId, failures: [], unit: parent?.unit }
+    if (parent === undefined) this.#work.enter()
+    return scopes.run(scope, () => this.#run(req, scope, undefined)) as Promise<EmitResult>
+  }
+
+  /**
+   * Runs one event (`inner` undefined) or, called back from the end of the middleware chain with
+   * the event's context, its routes and handlers only. So the handler loop exists once, and the
+   * common case (no middleware, no routes) runs it in this one async frame.
+   */
+  async #run(
+    req: DispatchRequest,
+    scope: Scope,
+    inner: Context | undefined,
+  ): Promise<EmitResult | undefined> {
+    const event = req.event
+    try {
+      let ctx = inner
+      if (ctx === undefined) {
+        this.#deps.log.record(event)
+        if (this.#deps.events.observed) this.#deps.events.next(event)
+        ctx = new Context(this.#deps.emitter, event, req.subject, this.#work.signal)
+        if (this.#handlers.hasMiddleware) {
+          return this.#result(req, scope, await this.#throughMiddleware(ctx, req, scope))
+        }
+      }
+      let handled = 0
+      // Explicit targets go remote only; routes add targets, and local handlers still run unless
+      // every matching route is 'direct'.
+      let local = req.targets === undefined
+      if (!local || this.#routes.size > 0) local = await this.#routes.send(ctx, scope, req.targets)
+      if (local) {
+        for (const h of this.#handlers.router.match(event.type)) {
+          if (h.filters.length > 0) {
+            const pass = this.#passes(h, ctx)
+            if (!(pass === true || (pass !== false && (await pass)))) continue
+          }
+          handled++
+          if (h.simple) {
+            // No retry policy and no timeout: called inline.
+            const started = performance.now()
+            try {
+              await h.fn(ctx)
+              h.stats.ok(performance.now() - started)
+            } catch (e) {
+              h.stats.fail(performance.now() - started)
+              await this.#failures.exhausted(h.name, event, scope, e, 1)
+            }
+          } else await this.#invoke(h, ctx, scope)
+        }
+      }
+      if (inner === undefined) return this.#result(req, scope, handled)
+      ;(inner.dispatch as ThroughMiddleware).handled = handled
+      return undefined
+    } finally {
+      if (inner === undefined && req.parent === undefined) this.#work.leave()
+    }
+  }
+
+  async #throughMiddleware(ctx: Context, req: DispatchRequest, scope: Scope): Promise<number> {
+    const through: ThroughMiddleware = { req, scope, handled: 0 }
+    ctx.dispatch = through
+    try {
+      await this.#handlers.chain(this.#inner)(ctx)
+    } catch (e) {
+      this.#failures.fail(scope, 'middleware', req.event, e, 1, false, false)
+    }
+    return through.handled
+  }
+
+  /** The end of a dispatch: failures merged into the parent scope, what it resolves with. */
+  #result(req: DispatchRequest, scope: Scope, handled: number): EmitResult {
+    const { event, parent } = req
+    const failures = scope.failures
+    if (parent !== undefined && !req.detach && failures.length > 0)
+      parent.failures.push(...failures)
+    let ok = true
+    for (const f of failures) if (!f.deadLettered) ok = false
+    if (req.value === RESULT) return { event, handled, failures, ok }
+    if (req.check && !ok) throw this.#failures.aggregate({ event, handled, failures, ok })
+    return req.value as EmitResult
+  }
+
+  /** All filters pass; sync filters stay sync. A throwing filter counts as false and is reported. */
+  #passes(h: HandlerEntry, ctx: EventContext): boolean | Promise<boolean> {
+    for (let i = 0; i < h.filters.length; i++) {
+      let r: boolean | Promise<boolean>
+      try {
+        r = h.filters[i]!(ctx)
+      } catch (e) {
+        this.#failures.report(`filter:${h.name}`, ctx.event, e)
+        return false
+      }
+      if (r instanceof Promise) return this.#passesAsync(h, ctx, i, r)
+      if (!r) return false
+    }
+    return true
+  }
+
+  async #passesAsync(
+    h: HandlerEntry,
+    ctx: EventContext,
+    i: number,
+    first: Promise<boolean>,
+  ): Promise<boolean> {
+    try {
+      if (!(await first)) return false
+      for (let j = i + 1; j < h.filters.length; j++) if (!(await h.filters[j]!(ctx))) return false
+      return true
+    } catch (e) {
+      this.#failures.report(`filter:${h.name}`, ctx.event, e)
+      return false
+    }
+  }
+
+  /** A handler with a retry policy or a timeout. */
+  async #invoke(h: HandlerEntry, ctx: EventContext, scope: Scope): Promise<void> {
+    const { retry, timeout } = h.options
+    const attempts = retry?.attempts ?? 1
+    const signal = this.#work.signal
+    for (let attempt = 1; ; attempt++) {
+      const started = performance.now()
+      try {
+        if (timeout === undefined) await h.fn(ctx)
+        else await this.#withTimeout(h, ctx, timeout)
+        h.stats.ok(performance.now() - started)
+        return
+      } catch (e) {
+        if (attempt < attempts && !signal.aborted) {
+          h.stats.retry(performance.now() - started)
+          await sleep(backoff(retry, attempt), signal)
+          continue
+        }
+        h.stats.fail(performance.now() - started)
+        return this.#failures.exhausted(h.name, ctx.event, scope, e, attempt)
+      }
+    }
+  }
+
+  async #withTimeout(h: HandlerEntry, ctx: EventContext, ms: number): Promise<void> {
+    const ac = new AbortController()
+    const signal = AbortSignal.any([this.#work.signal, ac.signal])
+    let timer: NodeJS.Timeout | undefined
+    const timedOut = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        const err = new TimeoutError(`handler ${h.name}`, ms)
+        ac.abort(err)
+        reject(err)
+      }, ms)
+    })
+    try {
+      await Promise.race([h.fn(withSignal(ctx, signal)), timedOut])
+    } finally {
+      clearTimeout(timer)
+    }
+  }
+}
