@@ -5,7 +5,7 @@ import { ShutdownError } from './errors.js'
 import type { Emit, EmitOptions, NestedEmitter } from './event-context.js'
 import type { Failures } from './failures.js'
 import type { IdentityMap } from './identity-map.js'
-import { copyJson, type JsonValue } from './json.js'
+import { copyJson, freezeJson, type JsonValue } from './json.js'
 import type { Routes } from './routes.js'
 import { type Scope, scopes } from './scope.js'
 import { SubjectState } from './subject.js'
@@ -19,7 +19,17 @@ export const ownEvent = (
   subject: string,
   time: number,
   payload?: unknown,
-): SubstateEvent => ({ id, type, source, subject, time, payload, originId: '', extra: undefined })
+): SubstateEvent =>
+  Object.freeze({
+    id,
+    type,
+    source,
+    subject,
+    time,
+    payload: freezeJson(payload),
+    originId: '',
+    extra: undefined,
+  })
 
 export interface EventsDeps {
   /** The container's `source`. */
@@ -82,19 +92,19 @@ export class Events implements NestedEmitter {
     const data = payload === undefined ? undefined : copyJson(payload, `the payload of ${type}`)
     const parent = scopes.getStore()
     if (parent === undefined && this.#deps.state.closing) return Promise.reject(new ShutdownError())
-    const event: SubstateEvent = {
-      id: id ?? this.#deps.ids.next(),
+    const eventId = id ?? this.#deps.ids.next()
+    // Frozen, with its (copied) payload: handlers and subscribers share it, none may change it.
+    const event: SubstateEvent = Object.freeze({
+      id: eventId,
       type,
       source: this.#deps.source,
       subject: s.name,
       time: Date.now(),
-      payload: data,
-      originId: '',
+      payload: freezeJson(data),
+      // The event at the top of a cascade is its own origin.
+      originId: parent === undefined ? eventId : (origin ?? parent.originId),
       extra: options?.extra,
-    }
-    // The event at the top of a cascade is its own origin.
-    ;(event as { originId: string }).originId =
-      parent === undefined ? event.id : (origin ?? parent.originId)
+    })
     // Resolved before the first await: a missing target factory is misuse, thrown synchronously.
     return this.#emitEvent(event, s, parent, this.#deps.routes.targetsFor(options))
   }
@@ -134,19 +144,21 @@ export class Events implements NestedEmitter {
     value: T,
   ): Promise<T> {
     const id = this.#deps.ids.next()
-    const event: SubstateEvent = {
+    // Frozen, with its payload and values (copies the subject made for this event): handlers and
+    // subscribers share it, none may change it.
+    const event: SubstateEvent = Object.freeze({
       id,
       type,
       source: this.#deps.source,
       subject: subject.name,
       time: Date.now(),
-      payload,
+      payload: freezeJson(payload),
       originId: parent === undefined ? id : parent.originId,
       extra,
       propertyName: change?.propertyName,
-      oldValue: change?.oldValue,
-      newValue: change?.newValue,
-    }
+      oldValue: freezeJson(change?.oldValue),
+      newValue: freezeJson(change?.newValue),
+    })
     return this.#dispatcher.dispatch({
       event,
       subject,

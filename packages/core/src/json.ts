@@ -87,3 +87,17 @@ export function jsonEqual(a: JsonValue | undefined, b: JsonValue | undefined): b
   }
   return true
 }
+
+/**
+ * Freezes a value and every object and array in it, in place; returns it. For the private copies
+ * an event carries (payload, old and new values), so that no handler or subscriber can change
+ * what the others see. A primitive costs nothing; an object already frozen is taken as frozen
+ * through (every value this is given was copied, then frozen from the top).
+ */
+export function freezeJson<T>(value: T): T {
+  if (typeof value !== 'object' || value === null || Object.isFrozen(value)) return value
+  Object.freeze(value)
+  if (Array.isArray(value)) for (const v of value) freezeJson(v)
+  else for (const k in value) freezeJson((value as Record<string, unknown>)[k])
+  return value
+}

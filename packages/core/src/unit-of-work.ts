@@ -2,6 +2,7 @@ import { RecentKeys } from './_internal.js'
 import { type Dispatcher, type InFlight, RESULT } from './dispatcher.js'
 import { ShutdownError } from './errors.js'
 import type { IdentityMap } from './identity-map.js'
+import { cloneJson, freezeJson, type JsonValue } from './json.js'
 import { KeyedQueue } from './keyed-queue.js'
 import { discardUnit, type Scope, scopes, type UnitOfWork } from './scope.js'
 import type { SubjectStorage } from './storage.js'
@@ -100,18 +101,20 @@ export class UnitsOfWork {
     if (this.#recent.has(key)) return { status: 'duplicate' }
     const unit: UnitOfWork = { touched: new Set() }
     const subject = this.#subjects.get(input.subject)
-    const event: SubstateEvent = {
+    // Frozen, with a copy of its payload: handlers and subscribers share it, none may change it
+    // (and the caller's object is left as it was).
+    const event: SubstateEvent = Object.freeze({
       id: input.id,
       type: input.type,
       source: input.source,
       subject: input.subject,
       time: input.time ?? Date.now(),
-      payload: input.payload,
+      payload: freezeJson(cloneJson(input.payload as JsonValue)),
       originId: input.originId ?? input.id,
       extra: undefined,
       ...(input.propertyName === undefined ? {} : { propertyName: input.propertyName }),
       ...(input.extensions === undefined ? {} : { extensions: input.extensions }),
-    }
+    })
     const root: Scope = { depth: -1, originId: event.originId, failures: [], unit }
     let result: EmitResult
     try {
