@@ -8,6 +8,12 @@ import { expect, it } from 'vitest'
 import { nextTick } from '../src/cron.js'
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
+/** Polls `done` until it holds; a stalled machine gets 20 s before the test gives up. */
+async function until(done: () => boolean | Promise<boolean>): Promise<void> {
+  for (const end = Date.now() + 20_000; !(await done()); await sleep(10)) {
+    if (Date.now() > end) throw new Error('gave up waiting')
+  }
+}
 const utc = (y: number, mo: number, d: number, h = 0, mi = 0) => Date.UTC(y, mo - 1, d, h, mi)
 
 it('computes ticks: every on multiples since the epoch, cron in UTC', () => {
@@ -81,6 +87,8 @@ it('rejects schedules it cannot run, at the call', () => {
 })
 
 it('two replicas on one storage handle each tick once between them, as units of work', async () => {
+  // Which replica wins a tick is up to the scheduler of a busy machine (one may win them all):
+  // the invariant is that each tick is handled, and stored, exactly once across the replicas.
   const storage = createMemoryStorage()
   const replicas = [createContainer({ storage }), createContainer({ storage })]
   const handled: string[][] = [[], []]
@@ -91,13 +99,15 @@ it('two replicas on one storage handle each tick once between them, as units of 
     })
     return c.schedule('tick', { every: 40 }, undefined, { subject: 'ticker' })
   })
-  await sleep(600)
+  await until(() => handled.flat().length >= 5)
   for (const stop of stops) stop()
-  await sleep(50) // the last ticks finish
+  // The ticks already claimed finish: each one's unit stores its count.
+  await until(async () => {
+    const { props } = await storage.load('ticker')
+    return props.count === handled.flat().length
+  })
   const all = handled.flat()
-  expect(all.length).toBeGreaterThanOrEqual(8)
-  expect(new Set(all).size).toBe(all.length) // no tick twice
-  expect(handled.every((h) => h.length > 0)).toBe(true) // both replicas took ticks
+  expect(new Set(all).size).toBe(all.length) // no tick twice, on one replica or across both
   for (const id of all) expect(id).toMatch(/^tick@\d{4}-\d\d-\d\dT/)
   expect((await storage.load('ticker')).props).toEqual({ count: all.length })
   for (const c of replicas) await c.close()
