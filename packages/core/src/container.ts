@@ -4,10 +4,10 @@ import { Batches } from './batch.js'
 import type { Middleware } from './compose.js'
 import type { ScheduleSpec } from './cron.js'
 import { Dispatcher } from './dispatcher.js'
-import { Events, ownEvent } from './emit.js'
 import { ShutdownError } from './errors.js'
 import type { Emit, EventContext } from './event-context.js'
 import { type EventLog, EventRing } from './event-log.js'
+import { Events, ownEvent } from './events.js'
 import { Failures } from './failures.js'
 import {
   type Filter,

@@ -32,7 +32,7 @@ export interface DispatchRequest {
 }
 
 /** What the dispatcher needs of the container's lifecycle. */
-export interface InFlight {
+export interface WorkTracker {
   /** Aborted when the container gives up on in-flight work. */
   readonly signal: AbortSignal
   /** A top-level dispatch started. */
@@ -49,7 +49,7 @@ export interface DispatcherDeps {
   readonly log: EventRing
   /** `container.events$`'s source. */
   readonly events: RxSubject<SubstateEvent>
-  readonly work: InFlight
+  readonly work: WorkTracker
   /** How handler contexts emit nested events. */
   readonly emitter: NestedEmitter
 }
@@ -71,10 +71,10 @@ export class Dispatcher {
   readonly #handlers: HandlerRegistry
   readonly #routes: Routes
   readonly #failures: Failures
-  readonly #work: InFlight
+  readonly #work: WorkTracker
   /** The end of the middleware chain: routes and handlers of the context's dispatch. */
   readonly #inner = (c: EventContext): Promise<void> => {
-    const through = (c as Context).dispatch as ThroughMiddleware
+    const through = (c as Context).through as ThroughMiddleware
     return this.#run(through.req, through.scope, c as Context).then(() => undefined)
   }
 
@@ -144,7 +144,7 @@ export class Dispatcher {
         }
       }
       if (inner === undefined) return this.#result(req, scope, handled)
-      ;(inner.dispatch as ThroughMiddleware).handled = handled
+      ;(inner.through as ThroughMiddleware).handled = handled
       return undefined
     } finally {
       if (inner === undefined && req.parent === undefined) this.#work.leave()
@@ -153,7 +153,7 @@ export class Dispatcher {
 
   async #throughMiddleware(ctx: Context, req: DispatchRequest, scope: Scope): Promise<number> {
     const through: ThroughMiddleware = { req, scope, handled: 0 }
-    ctx.dispatch = through
+    ctx.through = through
     try {
       await this.#handlers.chain(this.#inner)(ctx)
     } catch (e) {

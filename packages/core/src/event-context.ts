@@ -72,7 +72,7 @@ export class Context implements EventContext {
   readonly #emitter: NestedEmitter
   #metadata: Map<string, unknown> | undefined
   /** The dispatcher's state of this event, passed through the (shared) middleware chain. */
-  dispatch: unknown
+  through: unknown
 
   // Fields are read through the event: a context is built per event, on the hot path.
   constructor(emitter: NestedEmitter, event: SubstateEvent, subject: Subject, signal: AbortSignal) {

@@ -1,5 +1,5 @@
 import { unsubscribe } from './_internal.js'
-import type { InFlight } from './dispatcher.js'
+import type { WorkTracker } from './dispatcher.js'
 import { ShutdownError } from './errors.js'
 import type { Unsubscribe } from './types.js'
 
@@ -10,7 +10,7 @@ type Hook = () => Promise<void> | void
  * work (events and units of work) with a wait for it to reach zero, and the abort signal handlers
  * see when the container gives up on that work.
  */
-export class Lifecycle implements InFlight {
+export class Lifecycle implements WorkTracker {
   readonly #startHooks = new Set<Hook>()
   readonly #closeHooks = new Set<Hook>()
   readonly #abort = new AbortController()

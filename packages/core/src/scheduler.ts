@@ -1,7 +1,7 @@
 import { unsubscribe } from './_internal.js'
 import { nextTick, type ScheduleSpec } from './cron.js'
-import { ownEvent } from './emit.js'
 import { ShutdownError } from './errors.js'
+import { ownEvent } from './events.js'
 import type { Failures } from './failures.js'
 import { copyJson } from './json.js'
 import type { SubjectStorage } from './storage.js'

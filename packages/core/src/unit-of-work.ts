@@ -1,5 +1,5 @@
 import { RecentKeys } from './_internal.js'
-import { type Dispatcher, type InFlight, RESULT } from './dispatcher.js'
+import { type Dispatcher, RESULT, type WorkTracker } from './dispatcher.js'
 import { ShutdownError } from './errors.js'
 import type { IdentityMap } from './identity-map.js'
 import { cloneJson, freezeJson, type JsonValue } from './json.js'
@@ -40,7 +40,7 @@ export interface ReceiveResult {
 /** What units of work need of their container. */
 export interface UnitsHost {
   readonly state: { readonly closing: boolean }
-  readonly work: InFlight
+  readonly work: WorkTracker
   storageFor(subject: string): SubjectStorage
 }
 

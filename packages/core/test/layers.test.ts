@@ -47,7 +47,7 @@ const LAYERS: Record<string, readonly string[]> = {
     'handlers.ts',
     'routes.ts',
     'dispatcher.ts',
-    'emit.ts',
+    'events.ts',
   ],
   features: [
     'unit-of-work.ts',
