@@ -30,3 +30,10 @@ export type {
 export { CommitQueue, parseRaw } from './commit-queue.js'
 export { InFlight } from './in-flight.js'
 export { literalPrefix } from './literal-prefix.js'
+export {
+  losesPrecision,
+  objectMembers,
+  SnapshotBuilder,
+  type TextComparison,
+} from './stored-values.js'
+export { tupleKey, type UnitBackend, UnitQueue } from './unit-queue.js'
