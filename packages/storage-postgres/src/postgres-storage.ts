@@ -5,10 +5,13 @@ import {
   type CommitResult,
   compileGlob,
   type JsonValue,
+  type OutboxStore,
   StorageError,
   type SubjectSnapshot,
   type SubjectStorage,
   TimeoutError,
+  type UnitCommit,
+  type UnitCommitResult,
 } from '@substate/core'
 import {
   type BatchEntry,
@@ -18,8 +21,12 @@ import {
   type EntryOutcome,
   InFlight,
   literalPrefix,
+  losesPrecision,
+  objectMembers,
   parseRaw,
   type Raw,
+  SnapshotBuilder,
+  UnitQueue,
 } from '@substate/core/storage-kit'
 import { type Statements, statements } from './sql.js'
 
@@ -103,6 +110,7 @@ const UNREACHABLE = /^E(CONNREFUSED|CONNRESET|NOTFOUND|TIMEDOUT|HOSTUNREACH|NETU
 /** Commit queues and table creation, shared by the storages of one pool. */
 interface PoolState {
   readonly queues: Map<string, CommitQueue>
+  readonly units: Map<string, UnitQueue>
   readonly created: Map<string, Promise<void>>
   /** On a single client: the last query sent, which the next one waits for. */
   last: Promise<unknown>
@@ -154,9 +162,9 @@ export function createPostgresStorage({
     throw new TypeError('createPostgresStorage needs { pool }: a pg Pool (new pg.Pool(config))')
   if (!table || !schema)
     throw new TypeError('createPostgresStorage: table and schema must be names')
-  const sql = statements(schema, table)
-  const appliedTable = `${table}_applied`
   const id = createHash('sha1').update(`${schema}.${table}`).digest('hex').slice(0, 12)
+  const sql = statements(schema, table, id)
+  const appliedTable = `${table}_applied`
   const name = (what: string): string => `substate_${id}_${what}`
   const state = poolState(pool)
 
@@ -296,6 +304,26 @@ export function createPostgresStorage({
     fail: (e, subject) => fail(e, 'commit', subject),
   }))
 
+  let units = state.units.get(queueKey)
+  if (!units) {
+    units = new UnitQueue({
+      storage: NAME,
+      maxBatch: MAX_BATCH,
+      concurrency: typeof poolSize === 'number' ? Math.max(1, Math.min(CONCURRENCY, poolSize)) : 1,
+      execute: (batch) => {
+        const run = () => executeUnits(batch, sql, name, query)
+        return tableReady ? run() : ensureTable().then(run)
+      },
+      retryable: (e) => {
+        const code = sqlState(e)
+        return code !== undefined && RETRYABLE.has(code)
+      },
+      fail: (e) => fail(e, 'commitUnit', undefined),
+    })
+    state.units.set(queueKey, units)
+  }
+  const unitQueue = units
+
   let closed = false
   /** This storage's operations in flight, which close() waits for. */
   const inFlight = new InFlight()
@@ -323,17 +351,58 @@ export function createPostgresStorage({
     )
   }
 
-  const snapshot = (
-    subject: string,
-    row: Record<string, unknown> | undefined,
-  ): SubjectSnapshot => ({
-    props: row ? object(row.p as string | null, subject) : {},
-    ext: row ? object(row.e as string | null, subject) : {},
-  })
+  const snapshot = (subject: string, row: Record<string, unknown> | undefined): SubjectSnapshot =>
+    row
+      ? rowSnapshot(subject, row.p as string | null, row.e as string | null)
+      : { props: {}, ext: {} }
+
+  const outbox: OutboxStore = {
+    claim(owner, limit, lease) {
+      return op('claim', undefined, async () => {
+        const rows = await query({
+          name: name('claim'),
+          text: sql.claim,
+          values: [owner, limit, lease],
+        })
+        return rows
+          .sort((a, b) => Number(a.seq) - Number(b.seq))
+          .map((r) => ({ id: r.id as string, body: r.body as string }))
+      })
+    },
+    remove(ids) {
+      return op('remove', undefined, async () => {
+        if (ids.length > 0) await query({ name: name('remove'), text: sql.remove, values: [ids] })
+      })
+    },
+    size() {
+      return op('size', undefined, async () => {
+        const rows = await query({ name: name('size'), text: sql.size })
+        return Number(rows[0]?.n ?? 0)
+      })
+    },
+  }
 
   return {
     name: NAME,
     capabilities: { persistent: true, atomic: true, idempotent: true },
+    outbox,
+
+    commitUnit(unit: UnitCommit): Promise<UnitCommitResult> {
+      const first = unit.entries[0]?.subject
+      if (closed)
+        return Promise.reject(new StorageError(NAME, 'commitUnit', first, 'the storage is closed'))
+      const invalid = nulInUnit(unit)
+      if (invalid)
+        return Promise.reject(
+          new StorageError(
+            NAME,
+            'commitUnit',
+            first,
+            `${invalid} holds the NUL character (\\u0000), which PostgreSQL cannot store`,
+          ),
+        )
+      return inFlight.track(unitQueue.commit(unit))
+    },
 
     load(subject) {
       return op('load', subject, async () => {
@@ -398,7 +467,13 @@ export function createPostgresStorage({
 function poolState(pool: PgQueryable): PoolState {
   let state = pools.get(pool)
   if (!state) {
-    state = { queues: new Map(), created: new Map(), last: Promise.resolve(), queued: 0 }
+    state = {
+      queues: new Map(),
+      units: new Map(),
+      created: new Map(),
+      last: Promise.resolve(),
+      queued: 0,
+    }
     pools.set(pool, state)
   }
   return state
@@ -619,10 +694,132 @@ function nulIn(e: BatchEntry): string | undefined {
   return undefined
 }
 
-/** A jsonb column read as text: a JSON object (or NULL, from a foreign writer). */
-function object(raw: string | null, subject: string): Record<string, JsonValue> {
-  if (raw === null) return {}
-  return parseRaw(raw, NAME, subject, 'the row') as Record<string, JsonValue>
+/**
+ * A row as a snapshot, from its two jsonb columns as text. NULL (from another tool) reads as
+ * empty; a column that is not an object is a StorageError naming it. jsonb compares values, not
+ * texts, so only a value whose numbers a double cannot hold (integers above 2^53) gets its stored
+ * text in `raw`.
+ */
+function rowSnapshot(subject: string, p: string | null, e: string | null): SubjectSnapshot {
+  const props = storedObject(subject, 'properties', p)
+  const ext = storedObject(subject, 'ext_properties', e)
+  if (!(p !== null && losesPrecision(p)) && !(e !== null && losesPrecision(e)))
+    return { props, ext }
+  const b = new SnapshotBuilder('semantic')
+  if (p !== null) for (const [k, v] of objectMembers(p)) b.add('prop', k, v)
+  if (e !== null) for (const [k, v] of objectMembers(e)) b.add('ext', k, v)
+  return b.build()
+}
+
+function storedObject(
+  subject: string,
+  name: string,
+  text: string | null,
+): Record<string, JsonValue> {
+  if (text === null) return {}
+  if (text[0] !== '{')
+    throw new StorageError(
+      NAME,
+      'read',
+      subject,
+      `the ${name} column holds ${text.length > 40 ? `${text.slice(0, 40)}…` : text}, not a JSON object (written by another tool?)`,
+    )
+  return parseRaw(text, NAME, subject, name) as Record<string, JsonValue>
+}
+
+/** What in a unit PostgreSQL cannot store (NUL in text or jsonb), if anything. */
+function nulInUnit(u: UnitCommit): string | undefined {
+  if (u.key?.includes('\u0000')) return 'the unit key'
+  for (const m of u.outbox ?? [])
+    if (m.id.includes('\u0000') || m.body.includes('\u0000')) return `outbox message ${m.id}`
+  for (const e of u.entries) {
+    if (e.subject.includes('\u0000')) return 'a subject name'
+    for (const w of e.writes) {
+      if (w.name.includes('\u0000')) return `the name of ${JSON.stringify(w.name)}`
+      if (w.value?.includes('\\u0000') && NUL.test(w.value)) return `the value of ${w.name}`
+    }
+    for (const c of e.checks) if (c.name.includes('\u0000')) return `a checked name`
+  }
+  return undefined
+}
+
+/** Applies units with the units function, in one statement. */
+async function executeUnits(
+  batch: readonly UnitCommit[],
+  sql: Statements,
+  name: (what: string) => string,
+  query: (config: PgQueryConfig) => Promise<Record<string, unknown>[]>,
+): Promise<(UnitCommitResult | Error)[]> {
+  const units = batch.map((u) => {
+    const entries = u.entries.map((e) => {
+      const col = {
+        prop: {
+          c: [] as string[],
+          a: [] as string[],
+          n: 'null',
+          s: [] as string[],
+          d: [] as string[],
+        },
+        ext: {
+          c: [] as string[],
+          a: [] as string[],
+          n: 'null',
+          s: [] as string[],
+          d: [] as string[],
+        },
+      }
+      for (const c of e.checks) {
+        if (c.expect === null) col[c.kind].a.push(c.name)
+        else col[c.kind].c.push(member(c.name, c.expect))
+      }
+      for (const n of e.names ?? []) col[n.kind].n = JSON.stringify([...new Set(n.names)])
+      for (const w of e.writes) {
+        if (w.value === null) col[w.kind].d.push(w.name)
+        else col[w.kind].s.push(member(w.name, w.value))
+      }
+      const { prop: p, ext: x } = col
+      return (
+        `{"s":${JSON.stringify(e.subject)},"cp":{${p.c}},"ap":${JSON.stringify(p.a)},"np":${p.n},` +
+        `"sp":{${p.s}},"dp":${JSON.stringify(p.d)},"ce":{${x.c}},"ae":${JSON.stringify(x.a)},` +
+        `"ne":${x.n},"se":{${x.s}},"de":${JSON.stringify(x.d)}}`
+      )
+    })
+    return (
+      `{"key":${u.key === undefined ? 'null' : JSON.stringify(u.key)},` +
+      `"owner":${JSON.stringify(u.owner ?? '')},"lease":${Math.max(0, Math.round(u.lease ?? 30_000))},` +
+      `"o":${JSON.stringify(u.outbox ?? [])},"e":[${entries}]}`
+    )
+  })
+  const rows = await query({ name: name('units'), text: sql.units, values: [`[${units}]`] })
+  const results = JSON.parse(rows[0]!.r as string) as Array<{
+    st: number
+    stale?: Record<string, [string, string]>
+    s?: string
+    col?: string
+    type?: string
+  }>
+  return results.map((r): UnitCommitResult | Error => {
+    if (r.st === 1) return { status: 'applied' }
+    if (r.st === 2) return { status: 'duplicate' }
+    if (r.st === 4)
+      return new StorageError(
+        NAME,
+        'commitUnit',
+        r.s,
+        `the ${r.col} column holds a JSON ${r.type}, not an object (written by another tool?): nothing was written`,
+      )
+    const stale: Record<string, SubjectSnapshot> = {}
+    try {
+      for (const [subject, [p, e]] of Object.entries(r.stale ?? {}))
+        Object.defineProperty(stale, subject, {
+          value: rowSnapshot(subject, p, e),
+          enumerable: true,
+        })
+    } catch (e) {
+      return e as Error
+    }
+    return { status: 'conflict', stale }
+  })
 }
 
 function sqlState(e: unknown): string | undefined {

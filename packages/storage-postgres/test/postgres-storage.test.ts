@@ -66,6 +66,18 @@ describeWith('postgres', 'storage-postgres', () => {
       unreachable.push(down)
       return createPostgresStorage({ pool: down })
     },
+    async writeRaw(ns, subject, kind, name, text) {
+      const column = kind === 'prop' ? 'properties' : 'ext_properties'
+      await admin.query(
+        `INSERT INTO "${schema}"."${ns}" AS r (subject_name, properties, ext_properties)
+         VALUES ($1, '{}', '{}') ON CONFLICT (subject_name) DO NOTHING`,
+        [subject],
+      )
+      await admin.query(
+        `UPDATE "${schema}"."${ns}" SET ${column} = COALESCE(${column}, '{}') || jsonb_build_object($2::text, $3::jsonb) WHERE subject_name = $1`,
+        [subject, name, text],
+      )
+    },
     async cleanup() {
       for (const p of unreachable) await p.end()
       for (const p of independent) await p.end()
@@ -112,9 +124,11 @@ describeWith('postgres', 'storage-postgres', () => {
        VALUES ('sensor:7', '{"temp": 21.5, "serial": 12345678901234567890}', '{"zone": "north"}')`,
     )
     const lossy = Number('12345678901234567890')
+    // jsonb compares values, so only the number a double cannot hold keeps its stored text.
     expect(await s.load('sensor:7')).toEqual({
       props: { temp: 21.5, serial: lossy },
       ext: { zone: 'north' },
+      raw: { prop: { serial: '12345678901234567890' } },
     })
     // A number JavaScript cannot hold exactly is still the stored value the updater replaces.
     const r = await s.commit('sensor:7', [
