@@ -167,6 +167,9 @@ export function createPostgresStorage({
   const appliedTable = `${table}_applied`
   const name = (what: string): string => `substate_${id}_${what}`
   const state = poolState(pool)
+  // A pool emits the error of an idle client's lost connection, a lone client its own: without a
+  // listener that is an unhandled 'error' event, which ends the process.
+  survive(pool)
 
   const poolSize = pool.options?.max
   // A pool's checkout (`pg.Pool#connect`; a lone `pg.Client#connect` is something else).
@@ -215,6 +218,9 @@ export function createPostgresStorage({
       // query the caller was told failed is never sent later.
       const checkout = (): Promise<void> =>
         checkoutOf.connect!().then((client) => {
+          // A connection lost mid-query: the query rejects (the commit fails with a StorageError)
+          // and the client emits 'error', which must not end the process.
+          survive(client)
           if (expired) return client.release()
           return client.query(config).then(
             (result) => {
@@ -462,6 +468,21 @@ export function createPostgresStorage({
       await Promise.allSettled([inFlight.idle(), pruning])
     },
   }
+}
+
+/** Emitters (pools, clients) that already have the storage's 'error' listener. */
+const guarded = new WeakSet<object>()
+const ignore = (): void => {}
+
+/**
+ * Gives a pool or client an 'error' listener, once. The errors it sees also reach the queries
+ * they broke, which fail with a StorageError; the pool replaces a broken client on its own.
+ */
+function survive(emitter: unknown): void {
+  const e = emitter as { on?: (event: string, fn: () => void) => void } | null
+  if (typeof e?.on !== 'function' || guarded.has(e)) return
+  guarded.add(e)
+  e.on('error', ignore)
 }
 
 function poolState(pool: PgQueryable): PoolState {

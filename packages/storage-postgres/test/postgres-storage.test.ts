@@ -1,4 +1,8 @@
+import { execFile } from 'node:child_process'
+import { existsSync } from 'node:fs'
 import { createServer, type Server, type Socket } from 'node:net'
+import { fileURLToPath } from 'node:url'
+import { promisify } from 'node:util'
 import {
   type Change,
   isSubstateError,
@@ -136,6 +140,22 @@ describeWith('postgres', 'storage-postgres', () => {
     ])
     expect(r.changes[0]).toMatchObject({ oldValue: lossy, newValue: String(lossy) })
   })
+
+  it('survives connections lost mid-query (pg_terminate_backend): those commits fail, later ones succeed', async () => {
+    const script = fileURLToPath(new URL('./fixtures/lost-connection.mjs', import.meta.url))
+    const dist = fileURLToPath(new URL('../dist/index.js', import.meta.url))
+    if (!existsSync(dist)) throw new Error(`${dist} is missing: run \`pnpm exec tsc -b\` first`)
+    // A child process: an unhandled 'error' event there ends it, and fails this test.
+    const { stdout } = await promisify(execFile)(process.execPath, [script], {
+      env: { ...process.env, DATABASE_URL: databaseUrl, SCHEMA: schema },
+      timeout: 60_000,
+    })
+    const result = JSON.parse(stdout.trim().split('\n').pop()!)
+    expect(result.terminated).toBeGreaterThanOrEqual(2)
+    expect(result.inflight).toEqual(['STORAGE', 'STORAGE'])
+    expect(result.after).toBe(2)
+    expect(result.unit).toBe('applied')
+  }, 70_000)
 
   it('quotes table and schema names', async () => {
     const s = storage('odd "name"; drop')
