@@ -25,6 +25,7 @@ import {
   objectMembers,
   parseRaw,
   type Raw,
+  retryPolicy,
   SnapshotBuilder,
   UnitQueue,
 } from '@substate/core/storage-kit'
@@ -133,7 +134,7 @@ const NUL = /(?:^|[^\\])(?:\\\\)*\\u0000/
  * are applied by compare-and-set on the stored values, under a row lock; a subject without a row
  * is created with `INSERT ... ON CONFLICT DO NOTHING`, so two writers creating it cannot both win.
  * A change set whose values changed in between is re-run on the new values (the first time at
- * once, then with a jittered backoff) and rejects with a `ConflictError` after `maxAttempts`.
+ * once, then with a jittered backoff) and rejects with a `ConflictError` once `conflictTimeout` passed.
  * Commits of one subject through one pool run one at a time; commits of different subjects
  * issued together share one statement. Idempotency keys are rows of `{table}_applied`, written by
  * the same statement.
@@ -154,8 +155,9 @@ export function createPostgresStorage({
   schema = 'public',
   createTable = true,
   timeout = 5000,
-  maxAttempts = 20,
-  retryDelay = 2,
+  maxAttempts,
+  retryDelay,
+  conflictTimeout,
   idempotencyTtl = 86_400,
 }: PostgresStorageOptions): SubjectStorage {
   if (typeof pool?.query !== 'function')
@@ -286,7 +288,7 @@ export function createPostgresStorage({
 
   // Storages configured alike share a queue (and so serialize their commits of a subject); the
   // settings its closures use are part of the key.
-  const policy = { maxAttempts, retryDelay }
+  const policy = retryPolicy({ maxAttempts, retryDelay, conflictTimeout })
   const queueKey = [schema, table, timeout, idempotencyTtl, createTable].join('\u0000')
   const queue = sharedQueue(state, queueKey, () => ({
     storage: NAME,

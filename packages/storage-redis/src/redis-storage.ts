@@ -21,6 +21,7 @@ import {
   literalPrefix,
   parseRaw,
   type Raw,
+  retryPolicy,
   SnapshotBuilder,
   tupleKey,
   UnitQueue,
@@ -87,7 +88,7 @@ const escapeMatch = (s: string): string => s.replace(/[*?[\]\\]/g, '\\$&')
  * Every change set is applied by one Lua script, atomically. Updaters run in this process and are
  * applied by compare-and-set on the stored values: a change set whose values changed in between
  * is re-run on the new values (the first time at once, then with a jittered backoff) and rejects
- * with a `ConflictError` after `maxAttempts`. Commits of one subject through one client run one
+ * with a `ConflictError` once `conflictTimeout` passed. Commits of one subject through one client run one
  * at a time; commits of different subjects issued together share one EVALSHA. Idempotency keys
  * are kept at `i:{prefix}["{name}","{key}"]` for `idempotencyTtl` seconds.
  *
@@ -106,8 +107,9 @@ export function createRedisStorage({
   client,
   prefix = '',
   timeout = 5000,
-  maxAttempts = 20,
-  retryDelay = 2,
+  maxAttempts,
+  retryDelay,
+  conflictTimeout,
   idempotencyTtl = 86_400,
 }: RedisStorageOptions): SubjectStorage {
   if (typeof client?.evalsha !== 'function')
@@ -117,7 +119,7 @@ export function createRedisStorage({
     `i:${prefix}${JSON.stringify([subject, key])}`
   const outboxKeys = ['lease', 'body', 'owner'].map((part) => `o:${tupleKey(prefix, part)}`)
   const unitKey = (key: string): string => `u:${tupleKey(prefix, key)}`
-  const policy = { maxAttempts, retryDelay }
+  const policy = retryPolicy({ maxAttempts, retryDelay, conflictTimeout })
   const queue = sharedQueue(client, `${prefix}\u0000${timeout}\u0000${idempotencyTtl}`, () => ({
     storage: NAME,
     maxBatch: MAX_BATCH,

@@ -56,7 +56,7 @@ describeWith('redis', 'storage-redis', () => {
       await writer?.quit()
       for (const c of unreachable) c.disconnect()
       for (const c of independent) await c.quit()
-      await sweep(client)
+      if (client) await sweep(client)
     },
   })
 

@@ -27,7 +27,7 @@ export type {
   Raw,
   RetryPolicy as CommitRetryPolicy,
 } from './commit-queue.js'
-export { CommitQueue, parseRaw } from './commit-queue.js'
+export { CommitQueue, parseRaw, retryPolicy } from './commit-queue.js'
 export { InFlight } from './in-flight.js'
 export { literalPrefix } from './literal-prefix.js'
 export {

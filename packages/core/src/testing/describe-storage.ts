@@ -334,6 +334,17 @@ export function describeStorage(name: string, factory: StorageFactory): void {
       return commitUnit
     }
 
+    it('lets 8 connections x 500 updaters on one property all succeed, exactly (retry to a deadline)', async () => {
+      const ns = fresh()
+      const storages = await Promise.all(Array.from({ length: 8 }, () => independent(ns)))
+      const outcomes = await Promise.allSettled(
+        storages.flatMap((s) => Array.from({ length: 500 }, () => s.commit('steady', [inc('n')]))),
+      )
+      const failures = outcomes.flatMap((o) => (o.status === 'rejected' ? [o.reason] : []))
+      expect(failures.slice(0, 3)).toEqual([])
+      expect(await storages[0]!.get('steady', 'prop', 'n')).toEqual({ value: 4000 })
+    }, 120_000)
+
     describe('units of work', () => {
       it('commits a unit over three subjects all or nothing', async (ctx) => {
         const s = await make(fresh())
