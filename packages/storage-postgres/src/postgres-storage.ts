@@ -435,6 +435,9 @@ export function createPostgresStorage({
             ? { name: name('get_p'), text: sql.getProp, values: [subject, prop] }
             : { name: name('get_e'), text: sql.getExt, values: [subject, prop] },
         )
+        const type = rows[0]?.t as string | null | undefined
+        if (type != null && type !== 'object')
+          storedObject(subject, kind === 'prop' ? 'properties' : 'ext_properties', `a JSON ${type}`)
         const raw = (rows[0]?.v as string | null | undefined) ?? null
         return raw === null ? undefined : { value: parseRaw(raw, NAME, subject, prop)! }
       })
@@ -611,16 +614,23 @@ async function execute(
         deleted((c) => c.e.del),
       ],
     })
-    if (!keyed)
-      for (const { i } of valid)
-        outcomes[i] = { status: 'applied', old: batch[i]!.fields.map(() => null) }
-    for (const row of rows) {
-      const i = Number(row.i)
-      outcomes[i] =
-        Number(row.status) === 2
-          ? { status: 'duplicate' }
-          : { status: 'applied', old: batch[i]!.fields.map(() => null) }
-    }
+    if (!keyed) {
+      const written = new Set(rows.map((r) => r.s as string))
+      for (const { i, e } of valid)
+        outcomes[i] = written.has(e.subject)
+          ? { status: 'applied', old: batch[i]!.fields.map(() => null) }
+          : { status: 'failed', error: notObject(e.subject) }
+    } else
+      for (const row of rows) {
+        const i = Number(row.i)
+        const status = Number(row.status)
+        outcomes[i] =
+          status === 2
+            ? { status: 'duplicate' }
+            : status === 5
+              ? { status: 'failed', error: notObject(batch[i]!.subject) }
+              : { status: 'applied', old: batch[i]!.fields.map(() => null) }
+      }
     return outcomes.map((o) => o ?? { status: 'failed', error: new Error('no result row') })
   }
   const lone = valid.length === 1 ? valid[0]! : undefined
@@ -667,6 +677,11 @@ async function execute(
             },
     )
     const row = rows[0]
+    const bad = row && badColumn(lone.e.subject, row)
+    if (bad) {
+      outcomes[lone.i] = { status: 'failed', error: bad }
+      return outcomes as EntryOutcome[]
+    }
     if (row) {
       const values = one ? [(row.v as Raw | undefined) ?? null] : olds(lone.e, row)
       outcomes[lone.i] =
@@ -693,6 +708,11 @@ async function execute(
     })
     for (const row of rows) {
       const i = Number(row.i)
+      const bad = badColumn(batch[i]!.subject, row)
+      if (bad) {
+        outcomes[i] = { status: 'failed', error: bad }
+        continue
+      }
       const values = olds(batch[i]!, row)
       const status = Number(row.status)
       outcomes[i] =
@@ -705,6 +725,30 @@ async function execute(
   }
   return outcomes.map((o) => o ?? { status: 'failed', error: new Error('no result row') })
 }
+
+/** A StorageError for a row whose `tp`/`te` (jsonb types of its columns) are not objects. */
+function badColumn(subject: string, row: Record<string, unknown>): StorageError | undefined {
+  for (const [col, type] of [
+    ['properties', row.tp],
+    ['ext_properties', row.te],
+  ] as const)
+    if (type != null && type !== 'object')
+      return new StorageError(
+        NAME,
+        'commit',
+        subject,
+        `the ${col} column holds a JSON ${String(type)}, not an object (written by another tool?): nothing was written`,
+      )
+  return undefined
+}
+
+const notObject = (subject: string): StorageError =>
+  new StorageError(
+    NAME,
+    'commit',
+    subject,
+    'the properties or ext_properties column holds JSON that is not an object (written by another tool?): nothing was written',
+  )
 
 /** What in an entry PostgreSQL cannot store (NUL in text or jsonb), if anything. */
 function nulIn(e: BatchEntry): string | undefined {

@@ -93,8 +93,10 @@ export function statements(schema: string, table: string, id: string): Statement
     updateProps: updateProps(t),
     updateProp: updateProp(t),
     load: `SELECT properties::text AS p, ext_properties::text AS e FROM ${t} WHERE subject_name = $1`,
-    getProp: `SELECT (properties -> $2)::text AS v FROM ${t} WHERE subject_name = $1`,
-    getExt: `SELECT (ext_properties -> $2)::text AS v FROM ${t} WHERE subject_name = $1`,
+    getProp: `SELECT (properties -> $2)::text AS v, jsonb_typeof(properties) AS t
+      FROM ${t} WHERE subject_name = $1`,
+    getExt: `SELECT (ext_properties -> $2)::text AS v, jsonb_typeof(ext_properties) AS t
+      FROM ${t} WHERE subject_name = $1`,
     flush: `DELETE FROM ${t} WHERE subject_name = $1
       RETURNING properties::text AS p, ext_properties::text AS e`,
     // Keyset pagination: stable under concurrent writes, and uses the primary key's order.
@@ -248,7 +250,8 @@ END
  */
 function update(t: string): string {
   return `WITH o AS (
-  SELECT subject_name AS s, COALESCE(properties, '{}') AS p, COALESCE(ext_properties, '{}') AS e
+  SELECT subject_name AS s, COALESCE(properties, '{}') AS p, COALESCE(ext_properties, '{}') AS e,
+    jsonb_typeof(properties) AS tp, jsonb_typeof(ext_properties) AS te
   FROM ${t} WHERE subject_name = $1 FOR UPDATE
 ), u AS (
   UPDATE ${t} r SET
@@ -263,9 +266,10 @@ function update(t: string): string {
       WHERE o.e -> c.key IS DISTINCT FROM c.value))
     AND NOT (o.p ?| $5::text[])
     AND NOT (o.e ?| $10::text[])
+    AND ${objects('o')}
   RETURNING 1
 )
-SELECT EXISTS (SELECT 1 FROM u) AS done,
+SELECT EXISTS (SELECT 1 FROM u) AS done, o.tp, o.te,
   ${olds('o.p', '$6::text[]')} AS op, ${olds('o.e', '$11::text[]')} AS oe
 FROM o`
 }
@@ -280,7 +284,8 @@ FROM o`
  */
 function updateProps(t: string): string {
   return `WITH o AS (
-  SELECT subject_name AS s, COALESCE(properties, '{}') AS p
+  SELECT subject_name AS s, COALESCE(properties, '{}') AS p,
+    jsonb_typeof(properties) AS tp, jsonb_typeof(ext_properties) AS te
   FROM ${t} WHERE subject_name = $1 FOR UPDATE
 ), u AS (
   UPDATE ${t} r SET properties = o.p || $2::jsonb, updated_at = now()
@@ -288,9 +293,10 @@ function updateProps(t: string): string {
   WHERE r.subject_name = o.s
     AND ($3::jsonb = '{}' OR NOT EXISTS (SELECT 1 FROM jsonb_each($3::jsonb) c
       WHERE o.p -> c.key IS DISTINCT FROM c.value))
+    AND ${objects('o')}
   RETURNING 1
 )
-SELECT EXISTS (SELECT 1 FROM u) AS done, ${olds('o.p', '$4::text[]')} AS op
+SELECT EXISTS (SELECT 1 FROM u) AS done, o.tp, o.te, ${olds('o.p', '$4::text[]')} AS op
 FROM o`
 }
 
@@ -303,15 +309,17 @@ FROM o`
  */
 function updateProp(t: string): string {
   return `WITH o AS (
-  SELECT subject_name AS s, COALESCE(properties, '{}') AS p
+  SELECT subject_name AS s, COALESCE(properties, '{}') AS p,
+    jsonb_typeof(properties) AS tp, jsonb_typeof(ext_properties) AS te
   FROM ${t} WHERE subject_name = $1 FOR UPDATE
 ), u AS (
   UPDATE ${t} r SET properties = o.p || jsonb_build_object($2::text, $3::jsonb), updated_at = now()
   FROM o
   WHERE r.subject_name = o.s AND ($4::jsonb IS NULL OR o.p -> $2::text = $4::jsonb)
+    AND ${objects('o')}
   RETURNING 1
 )
-SELECT EXISTS (SELECT 1 FROM u) AS done, (o.p -> $2::text)::text AS v
+SELECT EXISTS (SELECT 1 FROM u) AS done, o.tp, o.te, (o.p -> $2::text)::text AS v
 FROM o`
 }
 
@@ -341,7 +349,8 @@ function commit(t: string, a: string): string {
     kp text[], ke text[])
 ), old AS (
   SELECT r.subject_name AS s,
-    COALESCE(r.properties, '{}') AS p, COALESCE(r.ext_properties, '{}') AS e
+    COALESCE(r.properties, '{}') AS p, COALESCE(r.ext_properties, '{}') AS e,
+    jsonb_typeof(r.properties) AS tp, jsonb_typeof(r.ext_properties) AS te
   FROM ${t} r WHERE r.subject_name = ANY ($2::text[])
   ORDER BY r.subject_name
   FOR UPDATE
@@ -361,6 +370,7 @@ function commit(t: string, a: string): string {
       WHERE COALESCE(o.e, '{}') -> c.key IS DISTINCT FROM c.value))
     AND NOT (COALESCE(o.p, '{}') ?| x.ap)
     AND NOT (COALESCE(o.e, '{}') ?| x.ae)
+    AND (o.s IS NULL OR ${objects('o')})
 ), upd AS (
   UPDATE ${t} r SET properties = go.np, ext_properties = go.ne, updated_at = now()
   FROM go
@@ -390,7 +400,7 @@ SELECT x.i,
   CASE WHEN EXISTS (SELECT 1 FROM dup WHERE dup.i = x.i) THEN 2
     WHEN EXISTS (SELECT 1 FROM done WHERE done.i = x.i) THEN 1
     WHEN EXISTS (SELECT 1 FROM go WHERE go.i = x.i) THEN 3
-    ELSE 0 END AS status,
+    ELSE 0 END AS status, o.tp, o.te,
   ${olds('o.p', 'x.kp')} AS op, ${olds('o.e', 'x.ke')} AS oe
 FROM x LEFT JOIN old o ON o.s = x.s`
 }
@@ -422,9 +432,10 @@ function blind(t: string, a: string): string {
   ${upsert(t, 'go')}
 ), keys AS (
   INSERT INTO ${a} (subject_name, key, at)
-  SELECT go.s, go.key, now() FROM go WHERE go.key IS NOT NULL
+  SELECT go.s, go.key, now() FROM go JOIN ups ON ups.s = go.s WHERE go.key IS NOT NULL
 )
-SELECT x.i, CASE WHEN dup.i IS NULL THEN 1 ELSE 2 END AS status
+SELECT x.i, CASE WHEN dup.i IS NOT NULL THEN 2
+  WHEN EXISTS (SELECT 1 FROM ups WHERE ups.s = x.s) THEN 1 ELSE 5 END AS status
 FROM x LEFT JOIN dup ON dup.i = x.i`
 }
 
@@ -455,5 +466,16 @@ function upsert(t: string, go: string): string {
       THEN COALESCE(r.ext_properties, '{}')
         - ARRAY(SELECT jsonb_array_elements_text($4::jsonb -> r.subject_name))
       ELSE COALESCE(r.ext_properties, '{}') END || EXCLUDED.ext_properties,
-    updated_at = EXCLUDED.updated_at`
+    updated_at = EXCLUDED.updated_at
+  WHERE jsonb_typeof(COALESCE(r.properties, '{}')) = 'object'
+    AND jsonb_typeof(COALESCE(r.ext_properties, '{}')) = 'object'
+  RETURNING r.subject_name AS s`
 }
+
+/**
+ * Whether the row `o` (with `tp`/`te`, the jsonb types of its columns) holds objects (or NULL) in
+ * both columns: another tool may have written a string or an array there, which a write would
+ * corrupt further.
+ */
+const objects = (o: string): string =>
+  `(${o}.tp IS NULL OR ${o}.tp = 'object') AND (${o}.te IS NULL OR ${o}.te = 'object')`

@@ -157,6 +157,64 @@ describeWith('postgres', 'storage-postgres', () => {
     expect(result.unit).toBe('applied')
   }, 70_000)
 
+  it('reads a NULL column as empty and rejects other non-object columns without writing', async () => {
+    // KRules' own table, whose columns may be NULL.
+    await pool.query(
+      `CREATE TABLE "${schema}".shapes (subject_name text PRIMARY KEY, properties jsonb,
+       ext_properties jsonb, updated_at timestamp)`,
+    )
+    const s = storage('shapes')
+    await pool.query(
+      `INSERT INTO "${schema}".shapes (subject_name, properties, ext_properties) VALUES
+       ('null', NULL, '{"e": 1}'), ('string', '"json"', '{}'), ('array', '{}', '[1, 2]'),
+       ('number', '42', NULL)`,
+    )
+    expect(await s.load('null')).toEqual({ props: {}, ext: { e: 1 } })
+    await s.commit('null', [set('v', 1)])
+    expect(await s.load('null')).toEqual({ props: { v: 1 }, ext: { e: 1 } })
+    const rows = async () =>
+      (
+        await pool.query(
+          `SELECT subject_name, properties::text AS p, ext_properties::text AS e
+           FROM "${schema}".shapes WHERE subject_name <> 'null' ORDER BY 1`,
+        )
+      ).rows
+    const before = await rows()
+    const cases: Array<[string, string]> = [
+      ['string', 'properties'],
+      ['array', 'ext_properties'],
+      ['number', 'properties'],
+    ]
+    for (const [subject, column] of cases) {
+      const attempts: Array<[string, () => Promise<unknown>]> = [
+        ['load', () => s.load(subject)],
+        ['get', () => s.get(subject, column === 'properties' ? 'prop' : 'ext', 'x')],
+        ['set', () => s.commit(subject, [set('v', 1)])],
+        ['update', () => s.commit(subject, [inc('n')])],
+        ['blind set', () => s.commit(subject, [set('v', 1)], { oldValues: false })],
+        ['batch', () => s.commit(subject, [set('v', 1), { op: 'delete', kind: 'ext', name: 'z' }])],
+        [
+          'unit',
+          () =>
+            s.commitUnit!({
+              entries: [{ subject, checks: [], writes: [{ kind: 'prop', name: 'v', value: '1' }] }],
+            }),
+        ],
+      ]
+      for (const [what, attempt] of attempts) {
+        const err = await attempt().then(
+          () => new Error(`${what} of ${subject} succeeded`),
+          (e: unknown) => e,
+        )
+        expect(isSubstateError(err, 'STORAGE'), `${what} of ${subject}: ${String(err)}`).toBe(true)
+        expect((err as Error).message, `${what} of ${subject}`).toContain(subject)
+        if (what !== 'blind set')
+          expect((err as Error).message, `${what} of ${subject}`).toContain(column)
+      }
+    }
+    expect(await rows()).toEqual(before)
+  })
+
   it('quotes table and schema names', async () => {
     const s = storage('odd "name"; drop')
     await s.commit('x', [set('v', 1)])

@@ -27,7 +27,7 @@ import {
   UnitQueue,
 } from '@substate/core/storage-kit'
 import type { Redis } from 'ioredis'
-import { bounded, call, wrap } from './connection.js'
+import { bounded, call, watch, wrap } from './connection.js'
 import {
   claimScript,
   commitScript,
@@ -114,6 +114,9 @@ export function createRedisStorage({
 }: RedisStorageOptions): SubjectStorage {
   if (typeof client?.evalsha !== 'function')
     throw new TypeError('createRedisStorage needs { client }: an ioredis client (new Redis(url))')
+  // Listen for connection errors now, not at the first call: ioredis logs "Unhandled error
+  // event" for each one a client without an 'error' listener gets.
+  watch(client)
   const hashKey = (subject: string): string => `s:${prefix}${subject}`
   const idempotencyKey = (subject: string, key: string): string =>
     `i:${prefix}${JSON.stringify([subject, key])}`

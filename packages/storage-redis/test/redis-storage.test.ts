@@ -4,7 +4,7 @@ import { describeStorage } from '@substate/core/testing'
 import { createRedisStorage } from '@substate/storage-redis'
 import { describeWith, redisUrl } from '@substate/test-support/services'
 import { Redis } from 'ioredis'
-import { afterAll, beforeAll, expect, it } from 'vitest'
+import { afterAll, beforeAll, expect, it, vi } from 'vitest'
 
 const run = `substate-test:${process.pid}:${Date.now().toString(36)}:`
 const inc = (name: string): Change => ({
@@ -409,6 +409,19 @@ describeWith('redis', 'storage-redis', () => {
     expect(await list(a, 'o*')).toEqual(['one'])
     expect(await list(a, 't*')).toEqual([])
     expect(await list(b)).toEqual(['two'])
+  })
+
+  it('prints no "Unhandled error event" when the server is unreachable before the first call', async () => {
+    const logged = vi.spyOn(console, 'error').mockImplementation(() => {})
+    try {
+      // One connection attempt, then the client ends: its error event has been emitted by then.
+      const down = new Redis('redis://127.0.0.1:1', { retryStrategy: () => null })
+      createRedisStorage({ client: down })
+      await new Promise<void>((resolve) => down.once('end', resolve))
+      expect(logged.mock.calls.map((c) => String(c[0]))).toEqual([])
+    } finally {
+      logged.mockRestore()
+    }
   })
 
   it('does not close the client it was handed', async () => {
