@@ -7,9 +7,14 @@ import type {
   CommitOptions,
   CommitResult,
   CommittedChange,
+  OutboxMessage,
+  OutboxStore,
   PropertyKind,
   SubjectSnapshot,
   SubjectStorage,
+  UnitCommit,
+  UnitCommitResult,
+  UnitEntry,
 } from './storage.js'
 
 /** Options of {@link createMemoryStorage}. */
@@ -39,6 +44,8 @@ export function createMemoryStorage({
 }: MemoryStorageOptions = {}): SubjectStorage {
   const subjects = new Map<string, Stored>()
   const seenKeys = new RecentKeys(idempotencyWindow)
+  /** The outbox: by id, in insertion order (oldest first), with the lease's end (ms). */
+  const outbox = new Map<string, { body: string; owner: string; until: number }>()
   let closed = false
 
   const check = (operation: string, subject?: string): void => {
@@ -51,8 +58,50 @@ export function createMemoryStorage({
     ext: s ? Object.fromEntries([...s.ext].map(([k, v]) => [k, cloneJson(v)])) : {},
   })
 
+  /** Whether every read of an entry still holds. */
+  const holds = (e: UnitEntry): boolean => {
+    const s = subjects.get(e.subject)
+    for (const c of e.checks) {
+      const map = s && mapOf(s, c.kind)
+      const current = map?.has(c.name) ? JSON.stringify(map.get(c.name)) : null
+      if (current !== c.expect) return false
+    }
+    for (const n of e.names ?? []) {
+      const map = s ? mapOf(s, n.kind) : new Map<string, JsonValue>()
+      const names = new Set(n.names)
+      if (names.size !== map.size) return false
+      for (const name of names) if (!map.has(name)) return false
+    }
+    return true
+  }
+
+  const outboxStore: OutboxStore = {
+    async claim(owner, limit, lease) {
+      check('claim')
+      const now = Date.now()
+      const out: OutboxMessage[] = []
+      for (const [id, m] of outbox) {
+        if (out.length >= limit) break
+        if (m.until > now) continue
+        m.owner = owner
+        m.until = now + lease
+        out.push({ id, body: m.body })
+      }
+      return out
+    },
+    async remove(ids) {
+      check('remove')
+      for (const id of ids) outbox.delete(id)
+    },
+    async size() {
+      check('size')
+      return outbox.size
+    },
+  }
+
   return {
     name: 'storage-memory',
+    outbox: outboxStore,
     capabilities: { persistent: false, atomic: true, idempotent: true },
     async load(subject) {
       check('load', subject)
@@ -62,7 +111,8 @@ export function createMemoryStorage({
       check('commit', subject)
       const key = options?.idempotencyKey
       if (key !== undefined) {
-        const k = `${subject}\u0000${key}`
+        // A JSON array: no two (subject, key) pairs give the same text.
+        const k = JSON.stringify(['c', subject, key])
         if (!seenKeys.add(k)) return { changes: [], duplicate: true } satisfies CommitResult
       }
       const stored = subjects.get(subject) ?? { props: new Map(), ext: new Map() }
@@ -90,6 +140,36 @@ export function createMemoryStorage({
         })),
       }
     },
+    async commitUnit(unit: UnitCommit): Promise<UnitCommitResult> {
+      check('commitUnit', unit.entries[0]?.subject)
+      // Parse every value first: a unit whose text is not JSON fails before anything is written.
+      const parsed = unit.entries.map((e) =>
+        e.writes.map((w) => (w.value === null ? undefined : (JSON.parse(w.value) as JsonValue))),
+      )
+      const key = unit.key === undefined ? undefined : JSON.stringify(['u', unit.key])
+      if (key !== undefined && seenKeys.has(key)) return { status: 'duplicate' }
+      const failed = unit.entries.filter((e) => !holds(e))
+      if (failed.length > 0) {
+        const stale: Record<string, SubjectSnapshot> = Object.create(null)
+        for (const e of failed) stale[e.subject] = snapshot(subjects.get(e.subject))
+        return { status: 'conflict', stale: { ...stale } }
+      }
+      if (key !== undefined) seenKeys.add(key)
+      unit.entries.forEach((e, i) => {
+        const stored = subjects.get(e.subject) ?? { props: new Map(), ext: new Map() }
+        e.writes.forEach((w, j) => {
+          const value = parsed[i]![j]
+          if (value === undefined) mapOf(stored, w.kind).delete(w.name)
+          else mapOf(stored, w.kind).set(w.name, value)
+        })
+        if (stored.props.size === 0 && stored.ext.size === 0) subjects.delete(e.subject)
+        else subjects.set(e.subject, stored)
+      })
+      const until = Date.now() + (unit.lease ?? 30_000)
+      for (const m of unit.outbox ?? [])
+        if (!outbox.has(m.id)) outbox.set(m.id, { body: m.body, owner: unit.owner ?? '', until })
+      return { status: 'applied' }
+    },
     async get(subject, kind, name) {
       check('get', subject)
       const s = subjects.get(subject)
@@ -111,6 +191,7 @@ export function createMemoryStorage({
       closed = true
       subjects.clear()
       seenKeys.clear()
+      outbox.clear()
     },
   }
 }

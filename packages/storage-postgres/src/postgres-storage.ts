@@ -5,10 +5,13 @@ import {
   type CommitResult,
   compileGlob,
   type JsonValue,
+  type OutboxStore,
   StorageError,
   type SubjectSnapshot,
   type SubjectStorage,
   TimeoutError,
+  type UnitCommit,
+  type UnitCommitResult,
 } from '@substate/core'
 import {
   type BatchEntry,
@@ -18,8 +21,13 @@ import {
   type EntryOutcome,
   InFlight,
   literalPrefix,
+  losesPrecision,
+  objectMembers,
   parseRaw,
   type Raw,
+  retryPolicy,
+  SnapshotBuilder,
+  UnitQueue,
 } from '@substate/core/storage-kit'
 import { type Statements, statements } from './sql.js'
 
@@ -103,6 +111,7 @@ const UNREACHABLE = /^E(CONNREFUSED|CONNRESET|NOTFOUND|TIMEDOUT|HOSTUNREACH|NETU
 /** Commit queues and table creation, shared by the storages of one pool. */
 interface PoolState {
   readonly queues: Map<string, CommitQueue>
+  readonly units: Map<string, UnitQueue>
   readonly created: Map<string, Promise<void>>
   /** On a single client: the last query sent, which the next one waits for. */
   last: Promise<unknown>
@@ -125,7 +134,7 @@ const NUL = /(?:^|[^\\])(?:\\\\)*\\u0000/
  * are applied by compare-and-set on the stored values, under a row lock; a subject without a row
  * is created with `INSERT ... ON CONFLICT DO NOTHING`, so two writers creating it cannot both win.
  * A change set whose values changed in between is re-run on the new values (the first time at
- * once, then with a jittered backoff) and rejects with a `ConflictError` after `maxAttempts`.
+ * once, then with a jittered backoff) and rejects with a `ConflictError` once `conflictTimeout` passed.
  * Commits of one subject through one pool run one at a time; commits of different subjects
  * issued together share one statement. Idempotency keys are rows of `{table}_applied`, written by
  * the same statement.
@@ -146,19 +155,23 @@ export function createPostgresStorage({
   schema = 'public',
   createTable = true,
   timeout = 5000,
-  maxAttempts = 20,
-  retryDelay = 2,
+  maxAttempts,
+  retryDelay,
+  conflictTimeout,
   idempotencyTtl = 86_400,
 }: PostgresStorageOptions): SubjectStorage {
   if (typeof pool?.query !== 'function')
     throw new TypeError('createPostgresStorage needs { pool }: a pg Pool (new pg.Pool(config))')
   if (!table || !schema)
     throw new TypeError('createPostgresStorage: table and schema must be names')
-  const sql = statements(schema, table)
-  const appliedTable = `${table}_applied`
   const id = createHash('sha1').update(`${schema}.${table}`).digest('hex').slice(0, 12)
+  const sql = statements(schema, table, id)
+  const appliedTable = `${table}_applied`
   const name = (what: string): string => `substate_${id}_${what}`
   const state = poolState(pool)
+  // A pool emits the error of an idle client's lost connection, a lone client its own: without a
+  // listener that is an unhandled 'error' event, which ends the process.
+  survive(pool)
 
   const poolSize = pool.options?.max
   // A pool's checkout (`pg.Pool#connect`; a lone `pg.Client#connect` is something else).
@@ -207,6 +220,9 @@ export function createPostgresStorage({
       // query the caller was told failed is never sent later.
       const checkout = (): Promise<void> =>
         checkoutOf.connect!().then((client) => {
+          // A connection lost mid-query: the query rejects (the commit fails with a StorageError)
+          // and the client emits 'error', which must not end the process.
+          survive(client)
           if (expired) return client.release()
           return client.query(config).then(
             (result) => {
@@ -272,7 +288,7 @@ export function createPostgresStorage({
 
   // Storages configured alike share a queue (and so serialize their commits of a subject); the
   // settings its closures use are part of the key.
-  const policy = { maxAttempts, retryDelay }
+  const policy = retryPolicy({ maxAttempts, retryDelay, conflictTimeout })
   const queueKey = [schema, table, timeout, idempotencyTtl, createTable].join('\u0000')
   const queue = sharedQueue(state, queueKey, () => ({
     storage: NAME,
@@ -295,6 +311,26 @@ export function createPostgresStorage({
     },
     fail: (e, subject) => fail(e, 'commit', subject),
   }))
+
+  let units = state.units.get(queueKey)
+  if (!units) {
+    units = new UnitQueue({
+      storage: NAME,
+      maxBatch: MAX_BATCH,
+      concurrency: typeof poolSize === 'number' ? Math.max(1, Math.min(CONCURRENCY, poolSize)) : 1,
+      execute: (batch) => {
+        const run = () => executeUnits(batch, sql, name, query)
+        return tableReady ? run() : ensureTable().then(run)
+      },
+      retryable: (e) => {
+        const code = sqlState(e)
+        return code !== undefined && RETRYABLE.has(code)
+      },
+      fail: (e) => fail(e, 'commitUnit', undefined),
+    })
+    state.units.set(queueKey, units)
+  }
+  const unitQueue = units
 
   let closed = false
   /** This storage's operations in flight, which close() waits for. */
@@ -323,17 +359,58 @@ export function createPostgresStorage({
     )
   }
 
-  const snapshot = (
-    subject: string,
-    row: Record<string, unknown> | undefined,
-  ): SubjectSnapshot => ({
-    props: row ? object(row.p as string | null, subject) : {},
-    ext: row ? object(row.e as string | null, subject) : {},
-  })
+  const snapshot = (subject: string, row: Record<string, unknown> | undefined): SubjectSnapshot =>
+    row
+      ? rowSnapshot(subject, row.p as string | null, row.e as string | null)
+      : { props: {}, ext: {} }
+
+  const outbox: OutboxStore = {
+    claim(owner, limit, lease) {
+      return op('claim', undefined, async () => {
+        const rows = await query({
+          name: name('claim'),
+          text: sql.claim,
+          values: [owner, limit, lease],
+        })
+        return rows
+          .sort((a, b) => Number(a.seq) - Number(b.seq))
+          .map((r) => ({ id: r.id as string, body: r.body as string }))
+      })
+    },
+    remove(ids) {
+      return op('remove', undefined, async () => {
+        if (ids.length > 0) await query({ name: name('remove'), text: sql.remove, values: [ids] })
+      })
+    },
+    size() {
+      return op('size', undefined, async () => {
+        const rows = await query({ name: name('size'), text: sql.size })
+        return Number(rows[0]?.n ?? 0)
+      })
+    },
+  }
 
   return {
     name: NAME,
     capabilities: { persistent: true, atomic: true, idempotent: true },
+    outbox,
+
+    commitUnit(unit: UnitCommit): Promise<UnitCommitResult> {
+      const first = unit.entries[0]?.subject
+      if (closed)
+        return Promise.reject(new StorageError(NAME, 'commitUnit', first, 'the storage is closed'))
+      const invalid = nulInUnit(unit)
+      if (invalid)
+        return Promise.reject(
+          new StorageError(
+            NAME,
+            'commitUnit',
+            first,
+            `${invalid} holds the NUL character (\\u0000), which PostgreSQL cannot store`,
+          ),
+        )
+      return inFlight.track(unitQueue.commit(unit))
+    },
 
     load(subject) {
       return op('load', subject, async () => {
@@ -358,6 +435,9 @@ export function createPostgresStorage({
             ? { name: name('get_p'), text: sql.getProp, values: [subject, prop] }
             : { name: name('get_e'), text: sql.getExt, values: [subject, prop] },
         )
+        const type = rows[0]?.t as string | null | undefined
+        if (type != null && type !== 'object')
+          storedObject(subject, kind === 'prop' ? 'properties' : 'ext_properties', `a JSON ${type}`)
         const raw = (rows[0]?.v as string | null | undefined) ?? null
         return raw === null ? undefined : { value: parseRaw(raw, NAME, subject, prop)! }
       })
@@ -395,10 +475,31 @@ export function createPostgresStorage({
   }
 }
 
+/** Emitters (pools, clients) that already have the storage's 'error' listener. */
+const guarded = new WeakSet<object>()
+const ignore = (): void => {}
+
+/**
+ * Gives a pool or client an 'error' listener, once. The errors it sees also reach the queries
+ * they broke, which fail with a StorageError; the pool replaces a broken client on its own.
+ */
+function survive(emitter: unknown): void {
+  const e = emitter as { on?: (event: string, fn: () => void) => void } | null
+  if (typeof e?.on !== 'function' || guarded.has(e)) return
+  guarded.add(e)
+  e.on('error', ignore)
+}
+
 function poolState(pool: PgQueryable): PoolState {
   let state = pools.get(pool)
   if (!state) {
-    state = { queues: new Map(), created: new Map(), last: Promise.resolve(), queued: 0 }
+    state = {
+      queues: new Map(),
+      units: new Map(),
+      created: new Map(),
+      last: Promise.resolve(),
+      queued: 0,
+    }
     pools.set(pool, state)
   }
   return state
@@ -513,16 +614,23 @@ async function execute(
         deleted((c) => c.e.del),
       ],
     })
-    if (!keyed)
-      for (const { i } of valid)
-        outcomes[i] = { status: 'applied', old: batch[i]!.fields.map(() => null) }
-    for (const row of rows) {
-      const i = Number(row.i)
-      outcomes[i] =
-        Number(row.status) === 2
-          ? { status: 'duplicate' }
-          : { status: 'applied', old: batch[i]!.fields.map(() => null) }
-    }
+    if (!keyed) {
+      const written = new Set(rows.map((r) => r.s as string))
+      for (const { i, e } of valid)
+        outcomes[i] = written.has(e.subject)
+          ? { status: 'applied', old: batch[i]!.fields.map(() => null) }
+          : { status: 'failed', error: notObject(e.subject) }
+    } else
+      for (const row of rows) {
+        const i = Number(row.i)
+        const status = Number(row.status)
+        outcomes[i] =
+          status === 2
+            ? { status: 'duplicate' }
+            : status === 5
+              ? { status: 'failed', error: notObject(batch[i]!.subject) }
+              : { status: 'applied', old: batch[i]!.fields.map(() => null) }
+      }
     return outcomes.map((o) => o ?? { status: 'failed', error: new Error('no result row') })
   }
   const lone = valid.length === 1 ? valid[0]! : undefined
@@ -569,6 +677,11 @@ async function execute(
             },
     )
     const row = rows[0]
+    const bad = row && badColumn(lone.e.subject, row)
+    if (bad) {
+      outcomes[lone.i] = { status: 'failed', error: bad }
+      return outcomes as EntryOutcome[]
+    }
     if (row) {
       const values = one ? [(row.v as Raw | undefined) ?? null] : olds(lone.e, row)
       outcomes[lone.i] =
@@ -595,6 +708,11 @@ async function execute(
     })
     for (const row of rows) {
       const i = Number(row.i)
+      const bad = badColumn(batch[i]!.subject, row)
+      if (bad) {
+        outcomes[i] = { status: 'failed', error: bad }
+        continue
+      }
       const values = olds(batch[i]!, row)
       const status = Number(row.status)
       outcomes[i] =
@@ -608,6 +726,30 @@ async function execute(
   return outcomes.map((o) => o ?? { status: 'failed', error: new Error('no result row') })
 }
 
+/** A StorageError for a row whose `tp`/`te` (jsonb types of its columns) are not objects. */
+function badColumn(subject: string, row: Record<string, unknown>): StorageError | undefined {
+  for (const [col, type] of [
+    ['properties', row.tp],
+    ['ext_properties', row.te],
+  ] as const)
+    if (type != null && type !== 'object')
+      return new StorageError(
+        NAME,
+        'commit',
+        subject,
+        `the ${col} column holds a JSON ${String(type)}, not an object (written by another tool?): nothing was written`,
+      )
+  return undefined
+}
+
+const notObject = (subject: string): StorageError =>
+  new StorageError(
+    NAME,
+    'commit',
+    subject,
+    'the properties or ext_properties column holds JSON that is not an object (written by another tool?): nothing was written',
+  )
+
 /** What in an entry PostgreSQL cannot store (NUL in text or jsonb), if anything. */
 function nulIn(e: BatchEntry): string | undefined {
   if (e.subject.includes('\u0000')) return 'the subject name'
@@ -619,10 +761,132 @@ function nulIn(e: BatchEntry): string | undefined {
   return undefined
 }
 
-/** A jsonb column read as text: a JSON object (or NULL, from a foreign writer). */
-function object(raw: string | null, subject: string): Record<string, JsonValue> {
-  if (raw === null) return {}
-  return parseRaw(raw, NAME, subject, 'the row') as Record<string, JsonValue>
+/**
+ * A row as a snapshot, from its two jsonb columns as text. NULL (from another tool) reads as
+ * empty; a column that is not an object is a StorageError naming it. jsonb compares values, not
+ * texts, so only a value whose numbers a double cannot hold (integers above 2^53) gets its stored
+ * text in `raw`.
+ */
+function rowSnapshot(subject: string, p: string | null, e: string | null): SubjectSnapshot {
+  const props = storedObject(subject, 'properties', p)
+  const ext = storedObject(subject, 'ext_properties', e)
+  if (!(p !== null && losesPrecision(p)) && !(e !== null && losesPrecision(e)))
+    return { props, ext }
+  const b = new SnapshotBuilder('semantic')
+  if (p !== null) for (const [k, v] of objectMembers(p)) b.add('prop', k, v)
+  if (e !== null) for (const [k, v] of objectMembers(e)) b.add('ext', k, v)
+  return b.build()
+}
+
+function storedObject(
+  subject: string,
+  name: string,
+  text: string | null,
+): Record<string, JsonValue> {
+  if (text === null) return {}
+  if (text[0] !== '{')
+    throw new StorageError(
+      NAME,
+      'read',
+      subject,
+      `the ${name} column holds ${text.length > 40 ? `${text.slice(0, 40)}…` : text}, not a JSON object (written by another tool?)`,
+    )
+  return parseRaw(text, NAME, subject, name) as Record<string, JsonValue>
+}
+
+/** What in a unit PostgreSQL cannot store (NUL in text or jsonb), if anything. */
+function nulInUnit(u: UnitCommit): string | undefined {
+  if (u.key?.includes('\u0000')) return 'the unit key'
+  for (const m of u.outbox ?? [])
+    if (m.id.includes('\u0000') || m.body.includes('\u0000')) return `outbox message ${m.id}`
+  for (const e of u.entries) {
+    if (e.subject.includes('\u0000')) return 'a subject name'
+    for (const w of e.writes) {
+      if (w.name.includes('\u0000')) return `the name of ${JSON.stringify(w.name)}`
+      if (w.value?.includes('\\u0000') && NUL.test(w.value)) return `the value of ${w.name}`
+    }
+    for (const c of e.checks) if (c.name.includes('\u0000')) return `a checked name`
+  }
+  return undefined
+}
+
+/** Applies units with the units function, in one statement. */
+async function executeUnits(
+  batch: readonly UnitCommit[],
+  sql: Statements,
+  name: (what: string) => string,
+  query: (config: PgQueryConfig) => Promise<Record<string, unknown>[]>,
+): Promise<(UnitCommitResult | Error)[]> {
+  const units = batch.map((u) => {
+    const entries = u.entries.map((e) => {
+      const col = {
+        prop: {
+          c: [] as string[],
+          a: [] as string[],
+          n: 'null',
+          s: [] as string[],
+          d: [] as string[],
+        },
+        ext: {
+          c: [] as string[],
+          a: [] as string[],
+          n: 'null',
+          s: [] as string[],
+          d: [] as string[],
+        },
+      }
+      for (const c of e.checks) {
+        if (c.expect === null) col[c.kind].a.push(c.name)
+        else col[c.kind].c.push(member(c.name, c.expect))
+      }
+      for (const n of e.names ?? []) col[n.kind].n = JSON.stringify([...new Set(n.names)])
+      for (const w of e.writes) {
+        if (w.value === null) col[w.kind].d.push(w.name)
+        else col[w.kind].s.push(member(w.name, w.value))
+      }
+      const { prop: p, ext: x } = col
+      return (
+        `{"s":${JSON.stringify(e.subject)},"cp":{${p.c}},"ap":${JSON.stringify(p.a)},"np":${p.n},` +
+        `"sp":{${p.s}},"dp":${JSON.stringify(p.d)},"ce":{${x.c}},"ae":${JSON.stringify(x.a)},` +
+        `"ne":${x.n},"se":{${x.s}},"de":${JSON.stringify(x.d)}}`
+      )
+    })
+    return (
+      `{"key":${u.key === undefined ? 'null' : JSON.stringify(u.key)},` +
+      `"owner":${JSON.stringify(u.owner ?? '')},"lease":${Math.max(0, Math.round(u.lease ?? 30_000))},` +
+      `"o":${JSON.stringify(u.outbox ?? [])},"e":[${entries}]}`
+    )
+  })
+  const rows = await query({ name: name('units'), text: sql.units, values: [`[${units}]`] })
+  const results = JSON.parse(rows[0]!.r as string) as Array<{
+    st: number
+    stale?: Record<string, [string, string]>
+    s?: string
+    col?: string
+    type?: string
+  }>
+  return results.map((r): UnitCommitResult | Error => {
+    if (r.st === 1) return { status: 'applied' }
+    if (r.st === 2) return { status: 'duplicate' }
+    if (r.st === 4)
+      return new StorageError(
+        NAME,
+        'commitUnit',
+        r.s,
+        `the ${r.col} column holds a JSON ${r.type}, not an object (written by another tool?): nothing was written`,
+      )
+    const stale: Record<string, SubjectSnapshot> = {}
+    try {
+      for (const [subject, [p, e]] of Object.entries(r.stale ?? {}))
+        Object.defineProperty(stale, subject, {
+          value: rowSnapshot(subject, p, e),
+          enumerable: true,
+        })
+    } catch (e) {
+      return e as Error
+    }
+    return { status: 'conflict', stale }
+  })
 }
 
 function sqlState(e: unknown): string | undefined {

@@ -1,4 +1,8 @@
+import { execFile } from 'node:child_process'
+import { existsSync } from 'node:fs'
 import { createServer, type Server, type Socket } from 'node:net'
+import { fileURLToPath } from 'node:url'
+import { promisify } from 'node:util'
 import {
   type Change,
   isSubstateError,
@@ -66,6 +70,18 @@ describeWith('postgres', 'storage-postgres', () => {
       unreachable.push(down)
       return createPostgresStorage({ pool: down })
     },
+    async writeRaw(ns, subject, kind, name, text) {
+      const column = kind === 'prop' ? 'properties' : 'ext_properties'
+      await admin.query(
+        `INSERT INTO "${schema}"."${ns}" AS r (subject_name, properties, ext_properties)
+         VALUES ($1, '{}', '{}') ON CONFLICT (subject_name) DO NOTHING`,
+        [subject],
+      )
+      await admin.query(
+        `UPDATE "${schema}"."${ns}" SET ${column} = COALESCE(${column}, '{}') || jsonb_build_object($2::text, $3::jsonb) WHERE subject_name = $1`,
+        [subject, name, text],
+      )
+    },
     async cleanup() {
       for (const p of unreachable) await p.end()
       for (const p of independent) await p.end()
@@ -112,15 +128,91 @@ describeWith('postgres', 'storage-postgres', () => {
        VALUES ('sensor:7', '{"temp": 21.5, "serial": 12345678901234567890}', '{"zone": "north"}')`,
     )
     const lossy = Number('12345678901234567890')
+    // jsonb compares values, so only the number a double cannot hold keeps its stored text.
     expect(await s.load('sensor:7')).toEqual({
       props: { temp: 21.5, serial: lossy },
       ext: { zone: 'north' },
+      raw: { prop: { serial: '12345678901234567890' } },
     })
     // A number JavaScript cannot hold exactly is still the stored value the updater replaces.
     const r = await s.commit('sensor:7', [
       { op: 'update', kind: 'prop', name: 'serial', update: (v) => String(v) },
     ])
     expect(r.changes[0]).toMatchObject({ oldValue: lossy, newValue: String(lossy) })
+  })
+
+  it('survives connections lost mid-query (pg_terminate_backend): those commits fail, later ones succeed', async () => {
+    const script = fileURLToPath(new URL('./fixtures/lost-connection.mjs', import.meta.url))
+    const dist = fileURLToPath(new URL('../dist/index.js', import.meta.url))
+    if (!existsSync(dist)) throw new Error(`${dist} is missing: run \`pnpm exec tsc -b\` first`)
+    // A child process: an unhandled 'error' event there ends it, and fails this test.
+    const { stdout } = await promisify(execFile)(process.execPath, [script], {
+      env: { ...process.env, DATABASE_URL: databaseUrl, SCHEMA: schema },
+      timeout: 60_000,
+    })
+    const result = JSON.parse(stdout.trim().split('\n').pop()!)
+    expect(result.terminated).toBeGreaterThanOrEqual(2)
+    expect(result.inflight).toEqual(['STORAGE', 'STORAGE'])
+    expect(result.after).toBe(2)
+    expect(result.unit).toBe('applied')
+  }, 70_000)
+
+  it('reads a NULL column as empty and rejects other non-object columns without writing', async () => {
+    // KRules' own table, whose columns may be NULL.
+    await pool.query(
+      `CREATE TABLE "${schema}".shapes (subject_name text PRIMARY KEY, properties jsonb,
+       ext_properties jsonb, updated_at timestamp)`,
+    )
+    const s = storage('shapes')
+    await pool.query(
+      `INSERT INTO "${schema}".shapes (subject_name, properties, ext_properties) VALUES
+       ('null', NULL, '{"e": 1}'), ('string', '"json"', '{}'), ('array', '{}', '[1, 2]'),
+       ('number', '42', NULL)`,
+    )
+    expect(await s.load('null')).toEqual({ props: {}, ext: { e: 1 } })
+    await s.commit('null', [set('v', 1)])
+    expect(await s.load('null')).toEqual({ props: { v: 1 }, ext: { e: 1 } })
+    const rows = async () =>
+      (
+        await pool.query(
+          `SELECT subject_name, properties::text AS p, ext_properties::text AS e
+           FROM "${schema}".shapes WHERE subject_name <> 'null' ORDER BY 1`,
+        )
+      ).rows
+    const before = await rows()
+    const cases: Array<[string, string]> = [
+      ['string', 'properties'],
+      ['array', 'ext_properties'],
+      ['number', 'properties'],
+    ]
+    for (const [subject, column] of cases) {
+      const attempts: Array<[string, () => Promise<unknown>]> = [
+        ['load', () => s.load(subject)],
+        ['get', () => s.get(subject, column === 'properties' ? 'prop' : 'ext', 'x')],
+        ['set', () => s.commit(subject, [set('v', 1)])],
+        ['update', () => s.commit(subject, [inc('n')])],
+        ['blind set', () => s.commit(subject, [set('v', 1)], { oldValues: false })],
+        ['batch', () => s.commit(subject, [set('v', 1), { op: 'delete', kind: 'ext', name: 'z' }])],
+        [
+          'unit',
+          () =>
+            s.commitUnit!({
+              entries: [{ subject, checks: [], writes: [{ kind: 'prop', name: 'v', value: '1' }] }],
+            }),
+        ],
+      ]
+      for (const [what, attempt] of attempts) {
+        const err = await attempt().then(
+          () => new Error(`${what} of ${subject} succeeded`),
+          (e: unknown) => e,
+        )
+        expect(isSubstateError(err, 'STORAGE'), `${what} of ${subject}: ${String(err)}`).toBe(true)
+        expect((err as Error).message, `${what} of ${subject}`).toContain(subject)
+        if (what !== 'blind set')
+          expect((err as Error).message, `${what} of ${subject}`).toContain(column)
+      }
+    }
+    expect(await rows()).toEqual(before)
   })
 
   it('quotes table and schema names', async () => {

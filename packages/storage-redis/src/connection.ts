@@ -20,7 +20,7 @@ const health = new WeakMap<Redis, Health>()
  * Watches a client's connection. The `error` listener also silences ioredis' "Unhandled error
  * event" log line: those errors reach the caller as `StorageError` causes instead.
  */
-function watch(client: Redis): Health {
+export function watch(client: Redis): Health {
   let h = health.get(client)
   if (!h) {
     const state: Health = { lastError: undefined, waiting: undefined }

@@ -3,11 +3,13 @@ import {
   type CommitOptions,
   type CommitResult,
   compileGlob,
-  type JsonValue,
+  type OutboxStore,
   type PropertyKind,
   StorageError,
   type SubjectSnapshot,
   type SubjectStorage,
+  type UnitCommit,
+  type UnitCommitResult,
 } from '@substate/core'
 import {
   type BatchEntry,
@@ -19,10 +21,22 @@ import {
   literalPrefix,
   parseRaw,
   type Raw,
+  retryPolicy,
+  SnapshotBuilder,
+  tupleKey,
+  UnitQueue,
 } from '@substate/core/storage-kit'
 import type { Redis } from 'ioredis'
-import { bounded, call, wrap } from './connection.js'
-import { commitScript, flushScript, run, setsScript } from './scripts.js'
+import { bounded, call, watch, wrap } from './connection.js'
+import {
+  claimScript,
+  commitScript,
+  flushScript,
+  removeScript,
+  run,
+  setsScript,
+  unitsScript,
+} from './scripts.js'
 
 /** Options of {@link createRedisStorage}. */
 export interface RedisStorageOptions extends CompareAndSetOptions {
@@ -57,6 +71,8 @@ const CONCURRENCY = 4
 
 /** Commit queues shared by the storages of one client with the same prefix and settings. */
 const queues = new WeakMap<Redis, Map<string, CommitQueue>>()
+/** Unit queues shared likewise. */
+const unitQueues = new WeakMap<Redis, Map<string, UnitQueue>>()
 
 /** `s:{prefix}{name}` fields: `p{prop}` for properties, `e{prop}` for ext properties (KRules). */
 const field = (kind: PropertyKind, name: string): string => (kind === 'prop' ? 'p' : 'e') + name
@@ -72,7 +88,7 @@ const escapeMatch = (s: string): string => s.replace(/[*?[\]\\]/g, '\\$&')
  * Every change set is applied by one Lua script, atomically. Updaters run in this process and are
  * applied by compare-and-set on the stored values: a change set whose values changed in between
  * is re-run on the new values (the first time at once, then with a jittered backoff) and rejects
- * with a `ConflictError` after `maxAttempts`. Commits of one subject through one client run one
+ * with a `ConflictError` once `conflictTimeout` passed. Commits of one subject through one client run one
  * at a time; commits of different subjects issued together share one EVALSHA. Idempotency keys
  * are kept at `i:{prefix}["{name}","{key}"]` for `idempotencyTtl` seconds.
  *
@@ -91,16 +107,22 @@ export function createRedisStorage({
   client,
   prefix = '',
   timeout = 5000,
-  maxAttempts = 20,
-  retryDelay = 2,
+  maxAttempts,
+  retryDelay,
+  conflictTimeout,
   idempotencyTtl = 86_400,
 }: RedisStorageOptions): SubjectStorage {
   if (typeof client?.evalsha !== 'function')
     throw new TypeError('createRedisStorage needs { client }: an ioredis client (new Redis(url))')
+  // Listen for connection errors now, not at the first call: ioredis logs "Unhandled error
+  // event" for each one a client without an 'error' listener gets.
+  watch(client)
   const hashKey = (subject: string): string => `s:${prefix}${subject}`
   const idempotencyKey = (subject: string, key: string): string =>
     `i:${prefix}${JSON.stringify([subject, key])}`
-  const policy = { maxAttempts, retryDelay }
+  const outboxKeys = ['lease', 'body', 'owner'].map((part) => `o:${tupleKey(prefix, part)}`)
+  const unitKey = (key: string): string => `u:${tupleKey(prefix, key)}`
+  const policy = retryPolicy({ maxAttempts, retryDelay, conflictTimeout })
   const queue = sharedQueue(client, `${prefix}\u0000${timeout}\u0000${idempotencyTtl}`, () => ({
     storage: NAME,
     maxBatch: MAX_BATCH,
@@ -113,6 +135,24 @@ export function createRedisStorage({
     fail: (e, subject) => wrap(e, client, NAME, 'commit', subject),
   }))
 
+  const units = shared(
+    unitQueues,
+    client,
+    `${prefix}\u0000${timeout}\u0000${idempotencyTtl}`,
+    () =>
+      new UnitQueue({
+        storage: NAME,
+        maxBatch: MAX_BATCH,
+        concurrency: CONCURRENCY,
+        execute: (batch) =>
+          bounded(client, timeout, 'redis commitUnit', () =>
+            executeUnits(client, batch, hashKey, unitKey, outboxKeys, idempotencyTtl),
+          ),
+        retryable: () => false,
+        fail: (e) => wrap(e, client, NAME, 'commitUnit', undefined),
+      }),
+  )
+
   let closed = false
   /** This storage's operations in flight, which close() waits for. */
   const inFlight = new InFlight()
@@ -123,27 +163,43 @@ export function createRedisStorage({
     return track(call(client, NAME, timeout, operation, subject, fn))
   }
 
-  const snapshot = (subject: string, fields: Iterable<[string, string]>): SubjectSnapshot => {
-    const props: [string, JsonValue][] = []
-    const ext: [string, JsonValue][] = []
-    for (const [f, raw] of fields) {
-      // Fields of other shapes are not ours (KRules only writes p/e): leave them alone.
-      const target = f[0] === 'p' ? props : f[0] === 'e' ? ext : undefined
-      target?.push([f.slice(1), parseRaw(raw, NAME, subject, f.slice(1))!])
-    }
-    // fromEntries, not assignment: a property may be named `__proto__`.
-    return { props: Object.fromEntries(props), ext: Object.fromEntries(ext) }
+  const outbox: OutboxStore = {
+    async claim(owner, limit, lease) {
+      const flat = (await op('claim', undefined, () =>
+        run(client, claimScript, outboxKeys, [limit, lease, owner]),
+      )) as string[]
+      const out: { id: string; body: string }[] = []
+      for (let i = 0; i + 1 < flat.length; i += 2) out.push({ id: flat[i]!, body: flat[i + 1]! })
+      return out
+    },
+    async remove(ids) {
+      if (ids.length === 0) return
+      await op('remove', undefined, () => run(client, removeScript, outboxKeys, ids))
+    },
+    size() {
+      return op('size', undefined, () => client.hlen(outboxKeys[1]!))
+    },
   }
 
   return {
     name: NAME,
     capabilities: { persistent: true, atomic: true, idempotent: true },
 
+    outbox,
+
     load(subject) {
       return op('load', subject, async () => {
         const all = await client.hgetall(hashKey(subject))
-        return snapshot(subject, Object.entries(all))
+        return snapshot(Object.entries(all))
       })
+    },
+
+    commitUnit(unit: UnitCommit): Promise<UnitCommitResult> {
+      if (closed)
+        return Promise.reject(
+          new StorageError(NAME, 'commitUnit', unit.entries[0]?.subject, 'the storage is closed'),
+        )
+      return inFlight.track(units.commit(unit))
     },
 
     commit(subject, changes: readonly Change[], options?: CommitOptions): Promise<CommitResult> {
@@ -168,7 +224,7 @@ export function createRedisStorage({
         queue.forget(subject)
         const pairs: [string, string][] = []
         for (let i = 0; i + 1 < flat.length; i += 2) pairs.push([flat[i]!, flat[i + 1]!])
-        return snapshot(subject, pairs)
+        return snapshot(pairs)
       })
     },
 
@@ -202,17 +258,106 @@ export function createRedisStorage({
 }
 
 function sharedQueue(client: Redis, key: string, backend: () => CommitBackend): CommitQueue {
-  let byKey = queues.get(client)
+  return shared(queues, client, key, () => new CommitQueue(backend()))
+}
+
+function shared<Q>(
+  all: WeakMap<Redis, Map<string, Q>>,
+  client: Redis,
+  key: string,
+  make: () => Q,
+): Q {
+  let byKey = all.get(client)
   if (!byKey) {
     byKey = new Map()
-    queues.set(client, byKey)
+    all.set(client, byKey)
   }
   let queue = byKey.get(key)
   if (!queue) {
-    queue = new CommitQueue(backend())
+    queue = make()
     byKey.set(key, queue)
   }
   return queue
+}
+
+/**
+ * A subject as stored, from its hash fields. Fields of other shapes are not ours (KRules only
+ * writes p/e): left alone. A value that is not JSON is reported in `invalid`, not thrown.
+ */
+function snapshot(fields: Iterable<[string, string]>): SubjectSnapshot {
+  const b = new SnapshotBuilder('exact')
+  for (const [f, raw] of fields) {
+    const kind = f[0] === 'p' ? 'prop' : f[0] === 'e' ? 'ext' : undefined
+    if (kind) b.add(kind, f.slice(1), raw)
+  }
+  return b.build()
+}
+
+/** Applies units with the units script, in one `EVALSHA`. */
+async function executeUnits(
+  client: Redis,
+  batch: readonly UnitCommit[],
+  hashKey: (subject: string) => string,
+  unitKey: (key: string) => string,
+  outboxKeys: readonly string[],
+  ttl: number,
+): Promise<UnitCommitResult[]> {
+  const keys = [...outboxKeys]
+  const args: (string | number)[] = [ttl, batch.length]
+  for (const u of batch) {
+    const idem = u.key === undefined ? 0 : keys.push(unitKey(u.key))
+    args.push(idem, u.entries.length, u.outbox?.length ?? 0, u.lease ?? 30_000, u.owner ?? '')
+    for (const e of u.entries) {
+      let cflags = ''
+      const expected: string[] = []
+      for (const c of e.checks) {
+        if (c.expect === null) cflags += 'a'
+        else {
+          cflags += 'v'
+          expected.push(c.expect)
+        }
+      }
+      let wflags = ''
+      const values: string[] = []
+      for (const w of e.writes) {
+        if (w.value === null) wflags += 'd'
+        else {
+          wflags += 's'
+          values.push(w.value)
+        }
+      }
+      const names = e.names ?? []
+      args.push(keys.push(hashKey(e.subject)), e.checks.length, cflags, names.length)
+      args.push(e.writes.length, wflags)
+      for (const c of e.checks) args.push(field(c.kind, c.name))
+      for (const v of expected) args.push(v)
+      for (const n of names) {
+        const fields = [...new Set(n.names)].map((name) => field(n.kind, name))
+        args.push(n.kind === 'prop' ? 'p' : 'e', fields.length, ...fields)
+      }
+      for (const w of e.writes) args.push(field(w.kind, w.name))
+      for (const v of values) args.push(v)
+    }
+    for (const m of u.outbox ?? []) args.push(m.id, m.body)
+  }
+  const reply = (await run(client, unitsScript, keys, args)) as (number | string[])[][]
+  return batch.map((u, i): UnitCommitResult => {
+    const r = reply[i]!
+    const status = r[0] as number
+    if (status === 1) return { status: 'applied' }
+    if (status === 2) return { status: 'duplicate' }
+    const stale: Record<string, SubjectSnapshot> = {}
+    for (let j = 1; j + 1 < r.length; j += 2) {
+      const flat = r[j + 1] as string[]
+      const pairs: [string, string][] = []
+      for (let k = 0; k + 1 < flat.length; k += 2) pairs.push([flat[k]!, flat[k + 1]!])
+      Object.defineProperty(stale, u.entries[r[j] as number]!.subject, {
+        value: snapshot(pairs),
+        enumerable: true,
+      })
+    }
+    return { status: 'conflict', stale }
+  })
 }
 
 /**

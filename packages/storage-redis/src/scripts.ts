@@ -153,6 +153,184 @@ redis.call('DEL', KEYS[1])
 return v
 `
 
+/**
+ * Applies a batch of units of work, in order, each all or nothing across its subjects: a unit's
+ * reads are checked (stored text byte for byte, property names) and, only when all hold and its
+ * key was not applied, all its writes are made, its key recorded and its outbox messages stored,
+ * leased to their owner (server clock).
+ *
+ * KEYS[1..3]: the outbox's lease sorted set, bodies hash and owners hash; then the subject hashes
+ * and unit keys the ARGV refer to by index.
+ * ARGV[1]: unit key TTL (seconds); ARGV[2]: number of units; then per unit:
+ *   key index (0: none), entry count, outbox count, lease (ms), owner; per entry:
+ *     hash index, check count c, check flags (`v` expects a value, `a` absent), names-check count
+ *     n, write count w, write flags (`s` set, `d` delete); the c check fields, the expected
+ *     values of the `v` checks; per names check: kind letter, count, the fields; the w write
+ *     fields, the values of the `s` writes;
+ *   per outbox message: id, body.
+ * Returns per unit: {1} applied, {2} duplicate, or {0, i, fields, ...}: for each entry i
+ * (0-based) whose check failed, its hash as HGETALL returns it.
+ */
+const UNITS = `
+local CHUNK = 1000
+local function hmget(key, list)
+  local all = {}
+  for s = 1, #list, CHUNK do
+    local part = redis.call('HMGET', key, unpack(list, s, math.min(s + CHUNK - 1, #list)))
+    for i = 1, #part do all[s + i - 1] = part[i] end
+  end
+  return all
+end
+local function chunked(cmd, key, list)
+  for s = 1, #list, CHUNK do
+    redis.call(cmd, key, unpack(list, s, math.min(s + CHUNK - 1, #list)))
+  end
+end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local a = 3
+local out = {}
+for u = 1, tonumber(ARGV[2]) do
+  local idem = tonumber(ARGV[a])
+  local ne = tonumber(ARGV[a + 1])
+  local no = tonumber(ARGV[a + 2])
+  local lease = tonumber(ARGV[a + 3])
+  local owner = ARGV[a + 4]
+  a = a + 5
+  local entries = {}
+  for i = 1, ne do
+    local e = { key = KEYS[tonumber(ARGV[a])], cf = {}, cv = {}, names = {}, sets = {}, dels = {} }
+    local nc = tonumber(ARGV[a + 1])
+    local cflags = ARGV[a + 2]
+    local nn = tonumber(ARGV[a + 3])
+    local nw = tonumber(ARGV[a + 4])
+    local wflags = ARGV[a + 5]
+    a = a + 6
+    for j = 1, nc do e.cf[j] = ARGV[a + j - 1] end
+    a = a + nc
+    for j = 1, nc do
+      if string.byte(cflags, j) == 118 then
+        e.cv[j] = ARGV[a]
+        a = a + 1
+      else
+        e.cv[j] = false
+      end
+    end
+    for j = 1, nn do
+      local check = { kind = ARGV[a], set = {}, count = tonumber(ARGV[a + 1]) }
+      a = a + 2
+      for m = 1, check.count do check.set[ARGV[a + m - 1]] = true end
+      a = a + check.count
+      e.names[j] = check
+    end
+    local v = a + nw
+    for j = 1, nw do
+      if string.byte(wflags, j) == 115 then
+        e.sets[#e.sets + 1] = ARGV[a + j - 1]
+        e.sets[#e.sets + 1] = ARGV[v]
+        v = v + 1
+      else
+        e.dels[#e.dels + 1] = ARGV[a + j - 1]
+      end
+    end
+    a = v
+    entries[i] = e
+  end
+  local ob = a
+  a = a + 2 * no
+  local status = 1
+  if idem > 0 and redis.call('EXISTS', KEYS[idem]) == 1 then status = 2 end
+  local failed = {}
+  if status == 1 then
+    for i = 1, ne do
+      local e = entries[i]
+      local ok = true
+      if #e.cf > 0 then
+        local cur = hmget(e.key, e.cf)
+        for j = 1, #e.cf do
+          if cur[j] ~= e.cv[j] then
+            ok = false
+            break
+          end
+        end
+      end
+      if ok and #e.names > 0 then
+        local fields = redis.call('HKEYS', e.key)
+        for _, check in ipairs(e.names) do
+          local seen = 0
+          for _, f in ipairs(fields) do
+            if string.sub(f, 1, 1) == check.kind then
+              if not check.set[f] then ok = false end
+              seen = seen + 1
+            end
+          end
+          if seen ~= check.count then ok = false end
+        end
+      end
+      if not ok then failed[#failed + 1] = i end
+    end
+    if #failed > 0 then status = 0 end
+  end
+  if status == 1 then
+    for i = 1, ne do
+      local e = entries[i]
+      if #e.sets > 0 then chunked('HSET', e.key, e.sets) end
+      if #e.dels > 0 then chunked('HDEL', e.key, e.dels) end
+    end
+    if idem > 0 then redis.call('SET', KEYS[idem], '1', 'EX', ARGV[1]) end
+    for m = 0, no - 1 do
+      local id = ARGV[ob + 2 * m]
+      if redis.call('HSETNX', KEYS[2], id, ARGV[ob + 2 * m + 1]) == 1 then
+        redis.call('ZADD', KEYS[1], now + lease, id)
+        redis.call('HSET', KEYS[3], id, owner)
+      end
+    end
+  end
+  local r = { status }
+  for _, i in ipairs(failed) do
+    r[#r + 1] = i - 1
+    r[#r + 1] = redis.call('HGETALL', entries[i].key)
+  end
+  out[u] = r
+end
+return out
+`
+
+/**
+ * Claims outbox messages whose lease ran out, the earliest first, for a new lease (server clock).
+ * KEYS: the lease sorted set, bodies hash, owners hash. ARGV: limit, lease (ms), owner.
+ * Returns id, body, id, body...
+ */
+const CLAIM = `
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
+local out = {}
+for _, id in ipairs(ids) do
+  local body = redis.call('HGET', KEYS[2], id)
+  if body then
+    redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), id)
+    redis.call('HSET', KEYS[3], id, ARGV[3])
+    out[#out + 1] = id
+    out[#out + 1] = body
+  else
+    redis.call('ZREM', KEYS[1], id)
+  end
+end
+return out
+`
+
+/** Removes outbox messages. KEYS: the lease sorted set, bodies hash, owners hash. ARGV: ids. */
+const REMOVE = `
+for s = 1, #ARGV, 1000 do
+  local part = { unpack(ARGV, s, math.min(s + 999, #ARGV)) }
+  redis.call('ZREM', KEYS[1], unpack(part))
+  redis.call('HDEL', KEYS[2], unpack(part))
+  redis.call('HDEL', KEYS[3], unpack(part))
+end
+return 1
+`
+
 /** A Lua script and its SHA1, as EVALSHA wants it. */
 export interface Script {
   readonly source: string
@@ -167,6 +345,9 @@ const script = (source: string): Script => ({
 export const commitScript: Script = script(COMMIT)
 export const setsScript: Script = script(SETS)
 export const flushScript: Script = script(FLUSH)
+export const unitsScript: Script = script(UNITS)
+export const claimScript: Script = script(CLAIM)
+export const removeScript: Script = script(REMOVE)
 
 /** Runs a script by SHA, sending its source once if the server does not have it. */
 export function run(

@@ -4,7 +4,7 @@ import { describeStorage } from '@substate/core/testing'
 import { createRedisStorage } from '@substate/storage-redis'
 import { describeWith, redisUrl } from '@substate/test-support/services'
 import { Redis } from 'ioredis'
-import { afterAll, beforeAll, expect, it } from 'vitest'
+import { afterAll, beforeAll, expect, it, vi } from 'vitest'
 
 const run = `substate-test:${process.pid}:${Date.now().toString(36)}:`
 const inc = (name: string): Change => ({
@@ -16,7 +16,7 @@ const inc = (name: string): Change => ({
 
 /** Deletes every key this run wrote (subject hashes and idempotency keys). */
 async function sweep(client: Redis): Promise<void> {
-  for (const match of [`s:${run}*`, `i:${run}*`]) {
+  for (const match of [`s:${run}*`, `i:${run}*`, `u:["${run}*`, `o:["${run}*`]) {
     let cursor = '0'
     do {
       const [next, keys] = await client.scan(cursor, 'MATCH', match, 'COUNT', 1000)
@@ -28,6 +28,7 @@ async function sweep(client: Redis): Promise<void> {
 
 describeWith('redis', 'storage-redis', () => {
   let client: Redis
+  let writer: Redis | undefined
   const unreachable: Redis[] = []
   const independent: Redis[] = []
 
@@ -47,10 +48,15 @@ describeWith('redis', 'storage-redis', () => {
       unreachable.push(down)
       return createRedisStorage({ client: down })
     },
+    async writeRaw(ns, subject, kind, name, text) {
+      writer ??= new Redis(redisUrl!)
+      await writer.hset(`s:${run}${ns}:${subject}`, (kind === 'prop' ? 'p' : 'e') + name, text)
+    },
     async cleanup() {
+      await writer?.quit()
       for (const c of unreachable) c.disconnect()
       for (const c of independent) await c.quit()
-      await sweep(client)
+      if (client) await sweep(client)
     },
   })
 
@@ -93,10 +99,13 @@ describeWith('redis', 'storage-redis', () => {
   it('reads what a Python KRules service wrote (json.dumps spacing, foreign fields ignored)', async () => {
     const key = `s:${run}py:sensor:7`
     await raw.hset(key, 'ptemp', '21.5', 'pmeta', '{"unit": "C", "ok": true}', 'ezone', '"north"')
+    await raw.hset(key, 'xother', 'not ours')
     const s = storage('py')
+    // The stored text of a value that JSON.stringify would write differently is kept (`raw`).
     expect(await s.load('sensor:7')).toEqual({
       props: { temp: 21.5, meta: { unit: 'C', ok: true } },
       ext: { zone: 'north' },
+      raw: { prop: { meta: '{"unit": "C", "ok": true}' } },
     })
     // An updater compares against the stored text exactly, so foreign formatting is no conflict.
     const r = await s.commit('sensor:7', [
@@ -111,6 +120,48 @@ describeWith('redis', 'storage-redis', () => {
       oldValue: { unit: 'C', ok: true },
       newValue: { unit: 'C', ok: false },
     })
+  })
+
+  it('loads the rest of a subject when a value is not JSON (a bare NaN from Python)', async () => {
+    const key = `s:${run}nan:sensor:8`
+    await raw.hset(key, 'ptemp', 'NaN', 'pok', '1', 'ebig', '123456789012345678901')
+    const s = storage('nan')
+    const snap = await s.load('sensor:8')
+    expect(snap.props).toEqual({ ok: 1 })
+    expect(snap.ext).toEqual({ big: Number('123456789012345678901') })
+    expect(snap.raw).toEqual({ prop: { temp: 'NaN' }, ext: { big: '123456789012345678901' } })
+    expect(Object.keys(snap.invalid?.prop ?? {})).toEqual(['temp'])
+    const err = await s.get('sensor:8', 'prop', 'temp').catch((e: unknown) => e)
+    expect(isSubstateError(err, 'STORAGE')).toBe(true)
+    // A unit that read the bad value checks its text; writing it replaces it.
+    const r = await s.commitUnit!({
+      entries: [
+        {
+          subject: 'sensor:8',
+          checks: [{ kind: 'prop', name: 'temp', expect: 'NaN' }],
+          writes: [{ kind: 'prop', name: 'temp', value: '20' }],
+        },
+      ],
+    })
+    expect(r).toEqual({ status: 'applied' })
+    expect(await raw.hget(key, 'ptemp')).toBe('20')
+    expect(await raw.hget(key, 'ebig')).toBe('123456789012345678901')
+  })
+
+  it('keeps unit keys and the outbox outside the s: and i: namespaces, unit keys with a TTL', async () => {
+    const s = storage('unitkeys')
+    const r = await s.commitUnit!({
+      key: 'evt-1',
+      entries: [{ subject: 'a', checks: [], writes: [{ kind: 'prop', name: 'v', value: '1' }] }],
+      outbox: [{ id: 'm1', body: '{}' }],
+      owner: 'me',
+    })
+    expect(r).toEqual({ status: 'applied' })
+    const unitKey = `u:${JSON.stringify([`${run}unitkeys:`, 'evt-1'])}`
+    expect(await raw.ttl(unitKey)).toBeGreaterThan(0)
+    const lease = `o:${JSON.stringify([`${run}unitkeys:`, 'lease'])}`
+    expect(await raw.zcard(lease)).toBe(1)
+    expect(await raw.hgetall(`s:${run}unitkeys:a`)).toEqual({ pv: '1' })
   })
 
   it('stores idempotency keys beside the subjects, with a TTL, outside the s: namespace', async () => {
@@ -358,6 +409,19 @@ describeWith('redis', 'storage-redis', () => {
     expect(await list(a, 'o*')).toEqual(['one'])
     expect(await list(a, 't*')).toEqual([])
     expect(await list(b)).toEqual(['two'])
+  })
+
+  it('prints no "Unhandled error event" when the server is unreachable before the first call', async () => {
+    const logged = vi.spyOn(console, 'error').mockImplementation(() => {})
+    try {
+      // One connection attempt, then the client ends: its error event has been emitted by then.
+      const down = new Redis('redis://127.0.0.1:1', { retryStrategy: () => null })
+      createRedisStorage({ client: down })
+      await new Promise<void>((resolve) => down.once('end', resolve))
+      expect(logged.mock.calls.map((c) => String(c[0]))).toEqual([])
+    } finally {
+      logged.mockRestore()
+    }
   })
 
   it('does not close the client it was handed', async () => {

@@ -11,7 +11,8 @@
  * - Updaters are computed in JavaScript against the value last seen in storage (kept in a small
  *   cache, so a commit usually needs a single round trip), and written only if the stored value is
  *   still that value. A failed check returns the current values; the updater is re-run on them,
- *   immediately the first time, then after a jittered exponential backoff, up to `maxAttempts`.
+ *   immediately the first time, then after an exponential backoff with full jitter, until
+ *   `conflictTimeout` has passed since the commit was first sent (or `maxAttempts` were made).
  */
 import { ConflictError, StorageError } from '../errors.js'
 import type { JsonValue } from '../json.js'
@@ -20,10 +21,17 @@ import type { Change, CommitResult, CommittedChange, PropertyKind } from '../sto
 /** Options every adapter built on {@link CommitQueue} takes for its compare-and-set retries. */
 export interface CompareAndSetOptions {
   /**
-   * Compare-and-set attempts a change set with updaters makes, when other processes keep changing
-   * the same properties, before it rejects with a `ConflictError`. With the backoff, 20 attempts
-   * span about 1.5 s: enough for 8 processes hammering one property.
-   * @default 20
+   * How long a change set with updaters keeps retrying its compare-and-set, in milliseconds,
+   * while other processes keep changing the same properties, before it rejects with a
+   * `ConflictError`. Ordinary contention (a few steady writers on one property) never lasts that
+   * long: the retries back off with full jitter, so the writers spread out.
+   * @default 30_000
+   */
+  readonly conflictTimeout?: number
+  /**
+   * Most compare-and-set attempts of one change set, as well as the deadline; unbounded by
+   * default (the deadline decides).
+   * @default Infinity
    */
   readonly maxAttempts?: number
   /**
@@ -95,6 +103,17 @@ export interface CommitBackend {
 export interface RetryPolicy {
   readonly maxAttempts: number
   readonly retryDelay: number
+  /** Milliseconds after the first attempt past which a lost race is a `ConflictError`. */
+  readonly conflictTimeout?: number
+}
+
+/** The compare-and-set policy of `options`, with the defaults filled in. */
+export function retryPolicy(options: CompareAndSetOptions): RetryPolicy {
+  return {
+    maxAttempts: options.maxAttempts ?? Number.POSITIVE_INFINITY,
+    retryDelay: options.retryDelay ?? 2,
+    conflictTimeout: options.conflictTimeout ?? 30_000,
+  }
 }
 
 interface Pending {
@@ -106,6 +125,8 @@ interface Pending {
   readonly oldValues: boolean
   /** Failed compare-and-set attempts made against values just read from storage. */
   attempts: number
+  /** When the first compare-and-set failed (ms, `Date.now()`); 0 before. */
+  since: number
   /** Whether the cached values of this subject were read by this commit's last round trip. */
   fresh: boolean
   readonly resolve: (r: CommitResult) => void
@@ -163,6 +184,7 @@ export class CommitQueue {
         policy,
         oldValues,
         attempts: 0,
+        since: 0,
         fresh: false,
         resolve,
         reject,
@@ -324,7 +346,10 @@ export class CommitQueue {
       (e: unknown) => {
         const retry = this.#backend.retryable(e)
         for (const { pending: p } of batch) {
-          if (retry && ++p.attempts < p.policy.maxAttempts) this.#retry(p)
+          if (p.since === 0) p.since = Date.now()
+          const within =
+            Date.now() - p.since < (p.policy.conflictTimeout ?? Number.POSITIVE_INFINITY)
+          if (retry && ++p.attempts < p.policy.maxAttempts && within) this.#retry(p)
           else this.#reject(p, this.#backend.fail(e, p.subject))
         }
       },
@@ -378,7 +403,12 @@ export class CommitQueue {
           )
           p.fresh = true
         } else p.fresh = false
-        if (wasCheck && ++p.attempts >= p.policy.maxAttempts) {
+        if (wasCheck && p.since === 0) p.since = Date.now()
+        if (
+          wasCheck &&
+          (++p.attempts >= p.policy.maxAttempts ||
+            Date.now() - p.since >= (p.policy.conflictTimeout ?? Number.POSITIVE_INFINITY))
+        ) {
           const error = new ConflictError(this.#backend.storage, p.subject, p.attempts)
           this.#reject(p, error)
         } else this.#retry(p)
@@ -386,13 +416,16 @@ export class CommitQueue {
     }
   }
 
-  /** Sends the commit again: at once after its first lost race, then after a jittered backoff. */
+  /**
+   * Sends the commit again: at once after its first lost race, then after an exponential backoff
+   * with full jitter (a random delay up to a ceiling that doubles, capped at 250 ms).
+   */
   #retry(p: Pending): void {
     if (p.attempts <= 1) {
       this.#markReady(p.subject)
       return
     }
-    const ceiling = Math.min(p.policy.retryDelay * 2 ** (p.attempts - 1), 250)
+    const ceiling = Math.min(p.policy.retryDelay * 2 ** Math.min(p.attempts - 1, 20), 250)
     setTimeout(() => this.#markReady(p.subject), Math.random() * ceiling)
   }
 

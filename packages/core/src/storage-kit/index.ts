@@ -27,6 +27,13 @@ export type {
   Raw,
   RetryPolicy as CommitRetryPolicy,
 } from './commit-queue.js'
-export { CommitQueue, parseRaw } from './commit-queue.js'
+export { CommitQueue, parseRaw, retryPolicy } from './commit-queue.js'
 export { InFlight } from './in-flight.js'
 export { literalPrefix } from './literal-prefix.js'
+export {
+  losesPrecision,
+  objectMembers,
+  SnapshotBuilder,
+  type TextComparison,
+} from './stored-values.js'
+export { tupleKey, type UnitBackend, UnitQueue } from './unit-queue.js'
