@@ -106,7 +106,7 @@ describeWith(needs, 'pubsub across containers (emulator, Redis)', () => {
       {
         type: 'subject-property-changed',
         subject: 'order:1',
-        payload: { property_name: 'status', old_value: undefined, value: 'paid' },
+        payload: { property_name: 'status', old_value: null, value: 'paid' },
         originId: expect.any(String),
         propertyName: 'status',
         extensions: { tenant: 'acme', priority: '2' },

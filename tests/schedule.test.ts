@@ -30,10 +30,11 @@ async function twoReplicas(storages: SubjectStorage[], reader: SubjectStorage): 
   await sleep(1_000)
   for (const stop of stops) stop()
   await sleep(200) // the last ticks finish and are stored
-  const all = handled.flat()
-  expect(all.length).toBeGreaterThanOrEqual(12)
-  expect(new Set(all).size).toBe(all.length) // never twice
-  expect(await reader.get('sweeper', 'prop', 'runs')).toEqual({ value: all.length })
+  // A tick's handler may run again when its unit conflicted with the other replica's (handlers
+  // must be safe to re-run): what counts is that each tick's effect is stored exactly once.
+  const all = new Set(handled.flat())
+  expect(all.size).toBeGreaterThanOrEqual(12)
+  expect(await reader.get('sweeper', 'prop', 'runs')).toEqual({ value: all.size })
   for (const c of replicas) await c.close()
 }
 

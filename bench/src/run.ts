@@ -16,6 +16,7 @@ const modules: Record<string, () => Promise<{ benchmarks: Benchmark[] }>> = {
   P7: () => import('./p7-http.js'),
   P8: () => import('./p8-pubsub.js'),
   P9: () => import('./p9-memory.js'),
+  P10: () => import('./p10-units.js'),
 }
 
 const wanted = process.argv

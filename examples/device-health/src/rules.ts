@@ -18,9 +18,31 @@ export type Health = 'healthy' | 'warning' | 'critical'
 
 const METRICS = ['cpu', 'memory', 'error_rate'] as const
 
-/** Registers the rules on `container`; `log` receives one line per reaction. */
+/** The health rule: what `health` must be for these metrics (a missing one counts as 0). */
+export function healthOf({ cpu = 0, memory = 0, error_rate: errors = 0 }: DeviceMetrics): Health {
+  return cpu > 90 || memory > 90 || errors > 10
+    ? 'critical'
+    : cpu > 70 || memory > 70 || errors > 5
+      ? 'warning'
+      : 'healthy'
+}
+
+/**
+ * Registers the rules on `container`; `log` receives one line per reaction. The lines come from
+ * `events$`, which carries a unit of work's events once it committed: a handler may run again
+ * (a conflict with another replica), so handlers only compute and write, never print.
+ */
 export function deviceHealthRules(container: Container, log: (line: string) => void): void {
   const { on, when } = container.handlers()
+  container.select(SUBJECT_PROPERTY_CHANGED).subscribe((e) => {
+    if (e.propertyName === 'health' && e.subject.startsWith('device:'))
+      log(`${e.subject}: health ${String(e.oldValue ?? '(none)')} → ${String(e.newValue)}`)
+  })
+  container.select('device.alert.*').subscribe((e) => {
+    log(
+      `${e.subject}: ALERT ${e.type}${e.payload === undefined ? '' : ` ${JSON.stringify(e.payload)}`}`,
+    )
+  })
   const isDevice = when((ctx: EventContext) => ctx.subject.name.startsWith('device:'))
 
   // Ingress: a metrics event sets the metric properties it carries.
@@ -42,13 +64,7 @@ export function deviceHealthRules(container: Container, log: (line: string) => v
       const cpu = await device.get<number>('cpu', { default: 0 })
       const memory = await device.get<number>('memory', { default: 0 })
       const errors = await device.get<number>('error_rate', { default: 0 })
-      const health: Health =
-        cpu > 90 || memory > 90 || errors > 10
-          ? 'critical'
-          : cpu > 70 || memory > 70 || errors > 5
-            ? 'warning'
-            : 'healthy'
-      await device.set('health', health)
+      await device.set('health', healthOf({ cpu, memory, error_rate: errors }))
     },
   )
 
@@ -58,9 +74,6 @@ export function deviceHealthRules(container: Container, log: (line: string) => v
     isDevice,
     when((ctx) => ctx.propertyName === 'health'),
     async function onHealthChange(ctx) {
-      log(
-        `${ctx.subject.name}: health ${String(ctx.oldValue ?? '(none)')} → ${String(ctx.newValue)}`,
-      )
       if (ctx.newValue === 'critical') {
         await ctx.emit('device.alert.critical', {
           cpu: await ctx.subject.get('cpu', { default: null }),
@@ -73,9 +86,6 @@ export function deviceHealthRules(container: Container, log: (line: string) => v
 
   // Layer 3: alerts.
   on('device.alert.*', async function onAlert(ctx) {
-    log(
-      `${ctx.subject.name}: ALERT ${ctx.type}${ctx.payload === undefined ? '' : ` ${JSON.stringify(ctx.payload)}`}`,
-    )
     await ctx.subject.set('alerts', (n = 0) => n + 1)
   })
 }

@@ -1,7 +1,8 @@
 import type { EventContext } from './event-context.js'
 import type { BatchHandler, Handler } from './handlers.js'
-import { discardUnit, type Scope, scopes, type UnitOfWork } from './scope.js'
-import type { BatchOptions } from './types.js'
+import { type Scope, scopes } from './scope.js'
+import type { BatchOptions, HandlerFailure } from './types.js'
+import type { UnitState } from './unit-state.js'
 
 interface OpenBatch {
   readonly ctxs: EventContext[]
@@ -11,14 +12,25 @@ interface OpenBatch {
   timer: NodeJS.Timeout | undefined
 }
 
+/**
+ * Runs a batch as a unit of work: `body` runs once per attempt with a new unit (again after a
+ * conflict) and resolves with its cascade's failures; rejects when the unit failed.
+ */
+export type RunUnit = (
+  home: string,
+  body: (unit: UnitState) => Promise<readonly HandlerFailure[]>,
+) => Promise<void>
+
 /** Batch handlers (`on(pattern, { batch: { size, wait } }, handler)`) of a container. */
 export class Batches {
   /** Flushes the partial batch of each batch handler (on close). */
   readonly #flushes = new Set<() => void>()
   readonly #state: { readonly closing: boolean }
+  readonly #runUnit: RunUnit
 
-  constructor(state: { readonly closing: boolean }) {
+  constructor(state: { readonly closing: boolean }, runUnit: RunUnit) {
     this.#state = state
+    this.#runUnit = runUnit
   }
 
   /** Handles the partial batches now: nothing more is coming to fill them. */
@@ -54,7 +66,7 @@ export class Batches {
       open = undefined
       this.#flushes.delete(flush)
       clearTimeout(batch.timer)
-      runBatch(batch.ctxs, batch.depth, fn).then(
+      this.#run(batch.ctxs, batch.depth, fn).then(
         () => batch.settle(),
         (e: unknown) => batch.settle(e ?? new Error('the batch handler failed')),
       )
@@ -77,21 +89,17 @@ export class Batches {
       return batch.done
     }
   }
-}
 
-/** Runs one batch as a unit of work: stored when it and its cascade succeeded, else discarded. */
-async function runBatch(ctxs: EventContext[], depth: number, fn: BatchHandler): Promise<void> {
-  const unit: UnitOfWork = { touched: new Set() }
-  const scope: Scope = { depth: depth + 1, originId: ctxs[0]!.originId, failures: [], unit }
-  try {
-    await scopes.run(scope, () => fn(ctxs))
-    // As strict as a unit of work: a failure in the cascade counts unless durably dead-lettered
-    // (the events may be ingress units, which would not be acknowledged).
-    const failed = scope.failures.find((f) => !(f.deadLettered && f.durable))
-    if (failed) throw failed.error
-    for (const s of unit.touched) await s.store({ unit })
-  } catch (e) {
-    discardUnit(unit)
-    throw e
+  /**
+   * Runs one batch as a unit of work of its own: stored, all or nothing, when it and its cascade
+   * succeeded (a failure in the cascade counts unless durably dead-lettered: its events may be
+   * ingress units, which would not be acknowledged); run again on a conflict.
+   */
+  #run(ctxs: EventContext[], depth: number, fn: BatchHandler): Promise<void> {
+    return this.#runUnit(ctxs[0]!.subject.name, async (unit) => {
+      const scope: Scope = { depth: depth + 1, originId: ctxs[0]!.originId, failures: [], unit }
+      await scopes.run(scope, () => fn(ctxs))
+      return scope.failures
+    })
   }
 }

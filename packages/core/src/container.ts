@@ -3,7 +3,7 @@ import { IdGenerator } from './_internal.js'
 import { Batches } from './batch.js'
 import type { Middleware } from './compose.js'
 import type { ScheduleSpec } from './cron.js'
-import { Dispatcher } from './dispatcher.js'
+import { Dispatcher, RESULT } from './dispatcher.js'
 import { ShutdownError } from './errors.js'
 import type { Emit, EventContext } from './event-context.js'
 import { type EventLog, EventRing } from './event-log.js'
@@ -20,10 +20,12 @@ import { IdentityMap } from './identity-map.js'
 import { Lifecycle } from './lifecycle.js'
 import { createMemoryStorage } from './memory-storage.js'
 import { Metrics, type MetricsSnapshot } from './metrics.js'
+import { type OutboxOptions, OutboxRelay } from './outbox.js'
 import { type RequestOptions, request } from './request-reply.js'
 import { compileGlob } from './router.js'
 import { type RouteOptions, Routes, type TargetFactories } from './routes.js'
 import { type ScheduleOptions, Scheduler } from './scheduler.js'
+import { scopes } from './scope.js'
 import type { StorageProvider, SubjectStorage } from './storage.js'
 import type { SubjectHost, SubjectState } from './subject.js'
 import { TIMER_SOURCE, TIMERS, type TimerOptions, Timers } from './timers.js'
@@ -48,6 +50,11 @@ export interface CloseReport {
   readonly timedOut: boolean
   /** What failed while closing (storing, flushing, hooks). */
   readonly errors: readonly unknown[]
+  /**
+   * Outbound messages still in the storage's outbox (not delivered yet): another process relaying
+   * that storage, or this service after a restart, sends them.
+   */
+  readonly outbox: number
 }
 
 /** Options of {@link createContainer}. */
@@ -66,6 +73,13 @@ export interface ContainerOptions {
   readonly deadLetter?: DeadLetterSink
   /** Units of work handled at once by `receive` (across subjects). @default 64 */
   readonly concurrency?: number
+  /**
+   * How long a unit of work is run again after conflicts (what it read changed before it
+   * committed: another unit or process wrote it) before it fails, in ms. @default 10_000
+   */
+  readonly conflictTimeout?: number
+  /** The outbox relay: how often it looks for undelivered messages, how long it holds one. */
+  readonly outbox?: OutboxOptions
   /** How many handled `source`+`id` pairs `receive` remembers to drop duplicates. @default 10_000 */
   readonly dedupWindow?: number
   /** How many recent events `container.eventLog` keeps (0 turns it off). @default 100 */
@@ -189,6 +203,7 @@ class Engine implements Container {
   readonly #subjects: IdentityMap
   readonly #events: Events
   readonly #units: UnitsOfWork
+  readonly #relay: OutboxRelay
   readonly #scheduler: Scheduler
   readonly #timers: Timers
   readonly #log: EventRing
@@ -212,7 +227,10 @@ class Engine implements Container {
     this.#log = new EventRing(options.eventLog ?? 100)
     this.eventLog = this.#log
     this.#failures = new Failures(options.deadLetter)
-    this.#batches = new Batches(state)
+    this.#batches = new Batches(state, async (home, body) => {
+      const ran = await this.#units.run(undefined, home, body)
+      if (ran.kind === 'failed') throw ran.error
+    })
     this.#handlers = new HandlerRegistry(this.#metrics, this.#batches.wrap)
     this.#routes = new Routes(options.targets, this.#failures)
     const host: SubjectHost = {
@@ -222,7 +240,17 @@ class Engine implements Container {
       addTimer: (subject, type, when, payload) => {
         if (state.closing) return Promise.reject(new ShutdownError())
         this.#ownSubjects.add(TIMERS)
-        return this.#timers.add(subject, type, when, payload)
+        const unit = scopes.getStore()?.unit
+        if (unit === undefined) return this.#timers.add(subject, type, when, payload)
+        // In a unit of work the timer is stored with the unit's commit (not at all if discarded).
+        const { key, record, handle } = this.#timers.prepare(subject, type, when, payload)
+        return this.#subjects
+          .get(TIMERS)
+          .set(key, record, { muted: true })
+          .then(() => {
+            unit.committed.push(() => this.#timers.stored(handle.at))
+            return handle
+          })
       },
       emitChange: (subject, type, payload, change, extra, parent, value) =>
         this.#events.emitChange(subject, type, payload, change, extra, parent, value),
@@ -248,11 +276,48 @@ class Engine implements Container {
       throws,
       state,
     })
+    this.#relay = new OutboxRelay(
+      {
+        resolve: (target, event) => this.#routes.resolve(target, event),
+        subject: (name) => this.#subjects.get(name),
+        report: (what, event, error) => this.#failures.report(what, event, error),
+      },
+      options.outbox,
+    )
+    const relay = this.#relay
     this.#units = new UnitsOfWork(
-      { state, work: state, storageFor: (name) => this.#storageFor(name) },
-      dispatcher,
-      this.#subjects,
-      { concurrency: options.concurrency ?? 64, dedupWindow: options.dedupWindow ?? 10_000 },
+      {
+        subject: (name) => this.#subjects.get(name),
+        storageFor: (name) => this.#storageFor(name),
+        dispatch: (event, root) =>
+          dispatcher.dispatch({
+            event,
+            subject: this.#subjects.get(event.subject),
+            parent: root,
+            targets: undefined,
+            detach: true,
+            value: RESULT,
+            check: false,
+          }),
+        publish: (event) => {
+          this.#log.record(event)
+          if (this.#stream.observed) this.#stream.next(event)
+        },
+        relay: (sends, storage, stored) => relay.sendCommitted(sends, storage, stored),
+        outbox: relay,
+        get closing() {
+          return state.closing
+        },
+        begin: () => state.enter(),
+        end: () => state.leave(),
+      },
+      {
+        ...(options.concurrency === undefined ? {} : { concurrency: options.concurrency }),
+        ...(options.dedupWindow === undefined ? {} : { dedupWindow: options.dedupWindow }),
+        ...(options.conflictTimeout === undefined
+          ? {}
+          : { conflictTimeout: options.conflictTimeout }),
+      },
     )
     const receive = (input: IncomingEvent): Promise<ReceiveResult> => this.#units.receive(input)
     this.#scheduler = new Scheduler({
@@ -333,6 +398,9 @@ class Engine implements Container {
   }
 
   receive(input: IncomingEvent): Promise<ReceiveResult> {
+    // A service that receives relays its storage's outbox (what a crashed replica left).
+    if (typeof input?.subject === 'string' && input.subject !== '' && !this.#state.closing)
+      this.#relay.watch(this.#storageFor(input.subject))
     return this.#units.receive(input)
   }
 
@@ -373,7 +441,10 @@ class Engine implements Container {
   }
 
   start(): Promise<void> {
-    if (!this.#state.closing) this.#timers.start()
+    if (!this.#state.closing) {
+      this.#timers.start()
+      if (typeof this.#storage !== 'function') this.#relay.watch(this.#storage)
+    }
     return this.#state.start()
   }
 
@@ -408,6 +479,9 @@ class Engine implements Container {
         errors.push(e)
       }
     }
+    // Sends of committed units still going out finish before their emitters close.
+    await this.#relay.close()
+    const outbox = await this.#relay.pending()
     for (const e of this.#routes.emitters) {
       try {
         await e.flush?.()
@@ -430,7 +504,7 @@ class Engine implements Container {
     }
     state.abort()
     this.#stream.complete()
-    return { drained, stored, timedOut, errors }
+    return { drained, stored, timedOut, errors, outbox }
   }
 }
 

@@ -5,9 +5,9 @@ import { Context, type EventContext, type NestedEmitter, withSignal } from './ev
 import type { EventRing } from './event-log.js'
 import type { Failures } from './failures.js'
 import type { HandlerEntry, HandlerRegistry } from './handlers.js'
-import type { Routes } from './routes.js'
+import type { Routes, Target } from './routes.js'
 import { type Scope, scopes } from './scope.js'
-import type { EmitResult, OutboundEmitter, Subject, SubstateEvent } from './types.js'
+import type { EmitResult, Subject, SubstateEvent } from './types.js'
 
 /** `DispatchRequest.value` meaning "resolve with the `EmitResult`". */
 export const RESULT: unique symbol = Symbol('the emit result')
@@ -19,7 +19,7 @@ export interface DispatchRequest {
   /** The scope the event was emitted in (undefined at the top of a cascade). */
   readonly parent: Scope | undefined
   /** Explicit remote targets (`emit(..., { dispatchUrl | topic })`): no local handlers. */
-  readonly targets: OutboundEmitter[] | undefined
+  readonly targets: Target[] | undefined
   /** Failures are not merged into the parent scope (the caller rethrows them). */
   readonly detach: boolean
   /**
@@ -111,8 +111,11 @@ export class Dispatcher {
     try {
       let ctx = inner
       if (ctx === undefined) {
-        this.#deps.log.record(event)
-        if (this.#deps.events.observed) this.#deps.events.next(event)
+        // A unit's events are published once it committed (a discarded run leaves nothing behind).
+        if (scope.unit === undefined) {
+          this.#deps.log.record(event)
+          if (this.#deps.events.observed) this.#deps.events.next(event)
+        } else scope.unit.events.push(event)
         ctx = new Context(this.#deps.emitter, event, req.subject, this.#work.signal)
         if (this.#handlers.hasMiddleware) {
           return this.#result(req, scope, await this.#throughMiddleware(ctx, req, scope))
@@ -130,8 +133,8 @@ export class Dispatcher {
             if (!(pass === true || (pass !== false && (await pass)))) continue
           }
           handled++
-          if (h.simple) {
-            // No retry policy and no timeout: called inline.
+          if (h.simple && scope.unit === undefined) {
+            // No retry policy and no timeout, outside a unit of work: called inline.
             const started = performance.now()
             try {
               await h.fn(ctx)
@@ -212,14 +215,18 @@ export class Dispatcher {
     const { retry, timeout } = h.options
     const attempts = retry?.attempts ?? 1
     const signal = this.#work.signal
+    const unit = scope.unit
     for (let attempt = 1; ; attempt++) {
       const started = performance.now()
+      // In a unit, a failed attempt leaves nothing: its writes, events and sends are undone.
+      const mark = unit?.mark()
       try {
         if (timeout === undefined) await h.fn(ctx)
         else await this.#withTimeout(h, ctx, timeout)
         h.stats.ok(performance.now() - started)
         return
       } catch (e) {
+        if (mark !== undefined) unit!.rollback(mark)
         if (attempt < attempts && !signal.aborted) {
           h.stats.retry(performance.now() - started)
           await sleep(backoff(retry, attempt), signal)

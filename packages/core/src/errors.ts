@@ -52,14 +52,16 @@ export class StorageError extends SubstateError {
   }
 }
 
-/** An updater kept losing its compare-and-set race past the retry bound. */
+/** An updater (or a unit of work) kept losing its compare-and-set race past the retry bound. */
 export class ConflictError extends SubstateError {
   readonly subject: string
   readonly attempts: number
-  constructor(storage: string, subject: string, attempts: number) {
+  constructor(storage: string, subject: string, attempts: number, unit?: string) {
     super(
       'CONFLICT',
-      `[${storage}] commit of ${subject} gave up after ${attempts} compare-and-set attempts: other writers kept changing it (raise maxAttempts or reduce contention on this subject)`,
+      unit === undefined
+        ? `[${storage}] commit of ${subject} gave up after ${attempts} compare-and-set attempts: other writers kept changing it (raise the conflict timeout or reduce contention on this subject)`
+        : `[${storage}] the unit of work on ${subject} gave up after ${attempts} runs: ${unit} (raise conflictTimeout or reduce contention on these subjects)`,
     )
     this.subject = subject
     this.attempts = attempts

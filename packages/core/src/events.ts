@@ -92,7 +92,8 @@ export class Events implements NestedEmitter {
     const data = payload === undefined ? undefined : copyJson(payload, `the payload of ${type}`)
     const parent = scopes.getStore()
     if (parent === undefined && this.#deps.state.closing) return Promise.reject(new ShutdownError())
-    const eventId = id ?? this.#deps.ids.next()
+    // In a unit of work, ids derive from the unit's key (a re-run, a re-send: the same ids).
+    const eventId = id ?? parent?.unit?.nextId() ?? this.#deps.ids.next()
     // Frozen, with its (copied) payload: handlers and subscribers share it, none may change it.
     const event: SubstateEvent = Object.freeze({
       id: eventId,
@@ -143,7 +144,7 @@ export class Events implements NestedEmitter {
     parent: Scope | undefined,
     value: T,
   ): Promise<T> {
-    const id = this.#deps.ids.next()
+    const id = parent?.unit?.nextId() ?? this.#deps.ids.next()
     // Frozen, with its payload and values (copies the subject made for this event): handlers and
     // subscribers share it, none may change it.
     const event: SubstateEvent = Object.freeze({

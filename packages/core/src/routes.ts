@@ -6,6 +6,7 @@ import type { Failures } from './failures.js'
 import { Router } from './router.js'
 import type { Scope } from './scope.js'
 import type { OutboundEmitter, Subject, SubstateEvent, Unsubscribe } from './types.js'
+import { type OutboxTarget, outboxMessage, type UnitState } from './unit-state.js'
 
 /** Options of `container.route`. */
 export interface RouteOptions {
@@ -92,6 +93,29 @@ function intercepted(
   return (event, subject) => chain({ event, subject, extensions: {}, headers: {} })
 }
 
+/** An explicit target of `emit(..., { dispatchUrl | topic })`: its emitter and its name. */
+export interface Target {
+  readonly emitter: OutboundEmitter
+  readonly target: OutboxTarget
+}
+
+/** Holds a send in a unit of work, with its outbox message, until the unit committed. */
+function hold(
+  unit: UnitState,
+  target: OutboxTarget,
+  emitter: OutboundEmitter,
+  ctx: EventContext,
+  send: () => Promise<void>,
+): void {
+  unit.sends.push({
+    send,
+    target,
+    event: ctx.event,
+    emitter,
+    message: outboxMessage(target, ctx.event),
+  })
+}
+
 /**
  * Outbound delivery: the routes (`container.route`), the emitters made for explicit targets
  * (`emit(..., { dispatchUrl | topic })`), and every emitter the container flushes and closes.
@@ -137,15 +161,17 @@ export class Routes {
 
   /**
    * Sends an event out: to `targets` when given (remote only), else through the matching routes.
-   * Resolves whether local handlers run too (not when every matching route is `direct`).
+   * Resolves whether local handlers run too (not when every matching route is `direct`). In a
+   * unit of work the sends are held by the unit (sent once it committed, from its outbox).
    */
-  async send(
-    ctx: EventContext,
-    scope: Scope,
-    targets: OutboundEmitter[] | undefined,
-  ): Promise<boolean> {
+  async send(ctx: EventContext, scope: Scope, targets: Target[] | undefined): Promise<boolean> {
+    const unit = scope.unit
     if (targets !== undefined) {
-      for (const emitter of targets) {
+      for (const { emitter, target } of targets) {
+        if (unit !== undefined) {
+          hold(unit, target, emitter, ctx, () => emitter.send(ctx.event, ctx.subject))
+          continue
+        }
         try {
           await emitter.send(ctx.event, ctx.subject)
         } catch (e) {
@@ -157,6 +183,11 @@ export class Routes {
     const routes = this.#router.match(ctx.type)
     const local = routes.length === 0 || !routes.every((r) => r.direct)
     for (const route of routes) {
+      if (unit !== undefined) {
+        const send = () => route.send(ctx.event, ctx.subject)
+        hold(unit, { route: route.emitter.name }, route.emitter, ctx, send)
+        continue
+      }
       try {
         await route.send(ctx.event, ctx.subject)
       } catch (e) {
@@ -167,16 +198,42 @@ export class Routes {
   }
 
   /** The emitters of an emit's explicit targets, or undefined (misuse throws synchronously). */
-  targetsFor(options: EmitOptions | undefined): OutboundEmitter[] | undefined {
+  targetsFor(options: EmitOptions | undefined): Target[] | undefined {
     if (options?.dispatchUrl === undefined && options?.topic === undefined) return undefined
-    const out: OutboundEmitter[] = []
+    const out: Target[] = []
     if (options.dispatchUrl !== undefined) {
-      out.push(this.#target('dispatchUrl', options.dispatchUrl, 'httpEmitter({ url })'))
+      out.push({
+        emitter: this.#target('dispatchUrl', options.dispatchUrl, 'httpEmitter({ url })'),
+        target: { kind: 'dispatchUrl', target: options.dispatchUrl },
+      })
     }
     if (options.topic !== undefined) {
-      out.push(this.#target('topic', options.topic, 'pubsubPublisher({ client, topic })'))
+      out.push({
+        emitter: this.#target('topic', options.topic, 'pubsubPublisher({ client, topic })'),
+        target: { kind: 'topic', target: options.topic },
+      })
     }
     return out
+  }
+
+  /**
+   * The delivery of an outbox message in this process: its route (by emitter name, among those
+   * matching the event's type) or its target; undefined when this process has neither.
+   */
+  resolve(
+    target: OutboxTarget,
+    event: SubstateEvent,
+  ): ((e: SubstateEvent, s: Subject) => Promise<void>) | undefined {
+    if ('route' in target) {
+      const route = this.#router.match(event.type).find((r) => r.emitter.name === target.route)
+      return route?.send
+    }
+    try {
+      const emitter = this.#target(target.kind, target.target, 'a target factory')
+      return (e, s) => emitter.send(e, s)
+    } catch {
+      return undefined
+    }
   }
 
   /** One emitter per target (URL, topic), made on first use and closed with the container. */

@@ -1,26 +1,9 @@
 import { AsyncLocalStorage } from 'node:async_hooks'
-import type { CommitOptions } from './storage.js'
 import type { HandlerFailure } from './types.js'
+import type { UnitState } from './unit-state.js'
 
-/** What a unit of work needs of a subject it touched (a `SubjectState`, seen from here). */
-export interface UnitMember {
-  readonly name: string
-  /** Commits the unit's pending writes (and those made outside units) of this subject. */
-  store(options?: CommitOptions & { unit?: UnitOfWork }): Promise<void>
-  /** Drops the pending writes of `unit` (a failed unit). */
-  dropUnit(unit: UnitOfWork): void
-}
-
-/** Work that entered from outside: the subjects it touched are stored before it is acknowledged. */
-export interface UnitOfWork {
-  /** Subjects the unit wrote to (cached writes, tagged with the unit). */
-  readonly touched: Set<UnitMember>
-}
-
-/** Drops what a failed unit cached (and only that), so a redelivery starts from storage. */
-export function discardUnit(unit: UnitOfWork): void {
-  for (const s of unit.touched) s.dropUnit(unit)
-}
+/** The unit of work a cascade runs in (see `unit-state.ts`). */
+export type UnitOfWork = UnitState
 
 /**
  * The cascade an async call runs in: carried by AsyncLocalStorage through handlers, nested emits

@@ -10,7 +10,7 @@ import {
   type Taken,
   toChange,
 } from './pending-writes.js'
-import { type Scope, scopes, type UnitMember, type UnitOfWork } from './scope.js'
+import { type Scope, scopes } from './scope.js'
 import { SerialQueue } from './serial-queue.js'
 import type {
   Change,
@@ -31,6 +31,7 @@ import {
   type TimerSpec,
   type WriteOptions,
 } from './types.js'
+import type { UnitState, UnitView, ViewBase } from './unit-state.js'
 
 /** What a subject needs of its container. */
 export interface SubjectHost {
@@ -82,7 +83,7 @@ const wrapStorage = (storage: SubjectStorage, op: string, subject: string, e: un
  * The live state of one subject, shared by every handle of its name. Cached values are owned
  * copies; everything handed out is copied again.
  */
-export class SubjectState implements Subject, UnitMember {
+export class SubjectState implements Subject {
   readonly name: string
   readonly #host: SubjectHost
   readonly #storage: SubjectStorage
@@ -90,6 +91,13 @@ export class SubjectState implements Subject, UnitMember {
   #ext = new Map<string, JsonValue>()
   #loaded = false
   #loading: Promise<void> | undefined
+  /** Stored texts of values that do not survive a JSON round trip, by `p`/`e` field key. */
+  #raw: Map<string, string> | undefined
+  /** Stored values that are not JSON, by field key, with why. */
+  #invalid: Map<string, string> | undefined
+  /** Units of work holding a view of this subject (it is not evicted meanwhile). */
+  #units = 0
+  #base: ViewBase | undefined
   /** Pending cached writes (see {@link PendingWrites}); undefined until the first. */
   #pending: PendingWrites | undefined
   /**
@@ -116,7 +124,7 @@ export class SubjectState implements Subject, UnitMember {
 
   /** Idle and clean: nothing pending, nothing in flight. Only such states may be evicted. */
   get evictable(): boolean {
-    return this.#busy === 0 && this.#commits === undefined && !this.dirty
+    return this.#busy === 0 && this.#units === 0 && this.#commits === undefined && !this.dirty
   }
 
   /** Drops cached state and memory; later calls on this handle forward to the live state. */
@@ -125,14 +133,6 @@ export class SubjectState implements Subject, UnitMember {
     this.#props = new Map()
     this.#ext = new Map()
     this.#loaded = false
-  }
-
-  /**
-   * Drops the pending writes of a failed unit of work; the cache is then rebuilt from storage plus
-   * the writes still pending, so nothing the unit did is stored and others' writes stay.
-   */
-  dropUnit(unit: UnitOfWork): void {
-    if (this.#pending?.dropUnit(unit)) this.#rebase()
   }
 
   /** Forgets the cached values: the next access reloads them and replays the pending writes. */
@@ -157,6 +157,17 @@ export class SubjectState implements Subject, UnitMember {
 
   async #read<T>(kind: PropertyKind, property: string, options?: GetOptions<T>): Promise<T> {
     if (this.evicted) return this.#forward().#read(kind, property, options)
+    const unit = scopes.getStore()?.unit
+    if (unit !== undefined) {
+      // In a unit of work every read is of the unit's view (checked when it commits).
+      const view = await this.#unitView(unit)
+      const why = view.invalid(kind, property)
+      if (why !== undefined) throw this.#unreadable(kind, property, why)
+      const v = view.read(kind, property)
+      if (v !== undefined) return cloneJson(v) as T
+      if (options && 'default' in options) return cloneJson(options.default as JsonValue) as T
+      throw new PropertyNotFoundError(this.name, property, kind === 'ext')
+    }
     let found: { value: JsonValue } | undefined
     this.#busy++
     try {
@@ -168,6 +179,10 @@ export class SubjectState implements Subject, UnitMember {
         await this.#load()
         const map = kind === 'prop' ? this.#props : this.#ext
         if (map.has(property)) found = { value: cloneJson(map.get(property)!) }
+        else {
+          const why = this.#invalid?.get((kind === 'prop' ? 'p' : 'e') + property)
+          if (why !== undefined) throw this.#unreadable(kind, property, why)
+        }
       }
     } finally {
       this.#busy--
@@ -180,18 +195,32 @@ export class SubjectState implements Subject, UnitMember {
   async has(property: string): Promise<boolean> {
     checkName(property)
     if (this.evicted) return this.#forward().has(property)
+    const unit = scopes.getStore()?.unit
+    if (unit !== undefined) return (await this.#unitView(unit)).read('prop', property) !== undefined
     await this.#withLoad()
     return this.#props.has(property)
   }
 
   async keys(): Promise<string[]> {
     if (this.evicted) return this.#forward().keys()
+    const unit = scopes.getStore()?.unit
+    if (unit !== undefined) return (await this.#unitView(unit)).names('prop')
     await this.#withLoad()
     return [...this.#props.keys()]
   }
 
   async getExtProps(): Promise<Record<string, JsonValue>> {
     if (this.evicted) return this.#forward().getExtProps()
+    const unit = scopes.getStore()?.unit
+    if (unit !== undefined) {
+      const view = await this.#unitView(unit)
+      const out: [string, JsonValue][] = []
+      for (const name of view.names('ext')) {
+        const v = view.read('ext', name)
+        if (v !== undefined) out.push([name, cloneJson(v)])
+      }
+      return Object.fromEntries(out)
+    }
     await this.#withLoad()
     return Object.fromEntries([...this.#ext].map(([k, v]) => [k, cloneJson(v)]))
   }
@@ -262,9 +291,12 @@ export class SubjectState implements Subject, UnitMember {
     options: WriteOptions | undefined,
   ): Promise<JsonValue | undefined | typeof NOT_FOUND> {
     if (this.evicted) return this.#forward().#write(kind, property, next, options)
+    const scope = scopes.getStore()
+    if (scope?.unit !== undefined)
+      return this.#writeInUnit(scope, scope.unit, kind, property, next, options)
     if (options?.cache === false)
       return this.#track(this.#writeThrough(kind, property, next, options))
-    if (this.#loaded) return this.#writeCached(kind, property, next, options)
+    if (this.#loaded) return this.#writeCached(kind, property, next, options, scope)
     return this.#track(this.#load()).then(() => this.#write(kind, property, next, options))
   }
 
@@ -273,6 +305,7 @@ export class SubjectState implements Subject, UnitMember {
     property: string,
     next: PendingChange,
     options: WriteOptions | undefined,
+    scope: Scope | undefined,
   ): Promise<JsonValue | undefined | typeof NOT_FOUND> {
     const map = kind === 'prop' ? this.#props : this.#ext
     const had = map.has(property)
@@ -290,14 +323,153 @@ export class SubjectState implements Subject, UnitMember {
       if (had && jsonEqual(oldValue, newValue)) return Promise.resolve(cloneJson(newValue))
       map.set(property, newValue)
     }
-    const scope = scopes.getStore()
+    this.#forgetStored(kind, property)
     this.#pending ??= new PendingWrites()
-    this.#pending.add(kind, property, scope?.unit, next, newValue)
-    this.#touch(scope)
+    this.#pending.add(kind, property, undefined, next, newValue)
+    this.recentlyUsed = true
     const result = next.op === 'delete' ? oldValue : cloneJson(newValue)
     if (kind === 'ext' || options?.muted) return Promise.resolve(result)
     const extra = options?.extra
     return this.#emitChange(property, had ? oldValue : undefined, newValue, extra, scope, result)
+  }
+
+  /**
+   * A write inside a unit of work: to the unit's view (stored when the unit commits, all or
+   * nothing). A `set` that emits reads the old value (the event carries it, and whether it changed
+   * decides the event), so the commit checks it; a muted `set` and `setExt` write blind.
+   * Write-through (`cache: false`) is the same here: the unit's commit is the write.
+   */
+  #writeInUnit(
+    scope: Scope,
+    unit: UnitState,
+    kind: PropertyKind,
+    property: string,
+    next: PendingChange,
+    options: WriteOptions | undefined,
+  ): Promise<JsonValue | undefined | typeof NOT_FOUND> {
+    const view = unit.viewOf(this)
+    if (view === undefined)
+      return Promise.resolve(this.#unitView(unit)).then(() =>
+        this.#writeInUnit(scope, unit, kind, property, next, options),
+      )
+    const muted = kind === 'ext' || options?.muted === true
+    const blind = muted && next.op === 'set'
+    let oldValue: JsonValue | undefined
+    if (!blind) {
+      const why = view.invalid(kind, property)
+      // A value that is not JSON can be replaced, not read (an updater would need it).
+      if (why !== undefined && next.op === 'update')
+        return Promise.reject(this.#unreadable(kind, property, why))
+      oldValue = view.read(kind, property)
+    }
+    const had = oldValue !== undefined
+    let newValue: JsonValue | undefined
+    if (next.op === 'delete') {
+      if (!had) return Promise.resolve(NOT_FOUND)
+      view.write(kind, property, undefined)
+    } else {
+      try {
+        newValue = next.op === 'set' ? next.value : applyFns(next, oldValue)
+      } catch (e) {
+        return Promise.reject(e)
+      }
+      if (had && jsonEqual(oldValue, newValue)) return Promise.resolve(cloneJson(newValue))
+      view.write(kind, property, newValue)
+    }
+    this.recentlyUsed = true
+    const result = next.op === 'delete' ? cloneJson(oldValue) : cloneJson(newValue)
+    if (muted) return Promise.resolve(result)
+    return this.#emitChange(property, oldValue, newValue, options?.extra, scope, result)
+  }
+
+  /**
+   * The unit's view of this subject: on the shared cache (loaded first), or on a load of its own
+   * when writes made outside units are pending here (a unit never reads uncommitted writes).
+   */
+  #unitView(unit: UnitState): UnitView | Promise<UnitView> {
+    const existing = unit.viewOf(this)
+    if (existing !== undefined) return existing
+    if (!this.#loaded) return this.#track(this.#load()).then(() => this.#unitView(unit))
+    if (this.dirty) {
+      return this.#storage.load(this.name).then(
+        (snap) => unit.viewOf(this) ?? this.#enter(unit, () => snapshotBase(snap)),
+        (e: unknown) => Promise.reject(wrapStorage(this.#storage, 'load', this.name, e)),
+      )
+    }
+    return this.#enter(unit, () => this.#sharedBase())
+  }
+
+  #enter(unit: UnitState, base: () => ViewBase): UnitView {
+    this.#units++
+    this.recentlyUsed = true
+    return unit.view(this, this.name, base)
+  }
+
+  /** The unit that held a view of this subject ended. */
+  leave(): void {
+    this.#units--
+  }
+
+  /** This subject's committed state as units read it (its cache, while nothing is pending). */
+  #sharedBase(): ViewBase {
+    this.#base ??= {
+      value: (kind, name) => (kind === 'prop' ? this.#props : this.#ext).get(name),
+      names: (kind) => (kind === 'prop' ? this.#props : this.#ext).keys(),
+      raw: (kind, name) => this.#raw?.get((kind === 'prop' ? 'p' : 'e') + name),
+      invalid: (kind, name) => this.#invalid?.get((kind === 'prop' ? 'p' : 'e') + name),
+    }
+    return this.#base
+  }
+
+  /**
+   * A unit's writes were committed: the cache takes them (with writes made outside units that are
+   * still pending on top).
+   */
+  unitCommitted(view: UnitView): void {
+    if (this.evicted || !this.#loaded) return
+    for (const [kind, name, value] of view.writes()) {
+      this.#forgetStored(kind, name)
+      this.#cacheStored(kind, name, replay(this.#pending?.[kind].get(name), value))
+    }
+  }
+
+  /**
+   * Reloads the cache from storage, to see what other processes wrote (writes still pending here
+   * stay on top). Inside a unit of work it does nothing: what a unit reads is checked anyway.
+   */
+  refresh(): Promise<void> {
+    if (this.evicted) return this.#forward().refresh()
+    if (scopes.getStore()?.unit !== undefined) return NOTHING
+    return this.#track(
+      this.#storage.load(this.name).then(
+        (snap) => this.reloadFrom(snap),
+        (e: unknown) => Promise.reject(wrapStorage(this.#storage, 'load', this.name, e)),
+      ),
+    )
+  }
+
+  /** What storage holds now (another process wrote it): the cache takes it. */
+  reloadFrom(snap: SubjectSnapshot): void {
+    if (this.evicted) return
+    this.#fill(snap)
+    this.#loaded = true
+    this.#loading = undefined
+  }
+
+  #forgetStored(kind: PropertyKind, name: string): void {
+    if (this.#raw === undefined && this.#invalid === undefined) return
+    const key = (kind === 'prop' ? 'p' : 'e') + name
+    this.#raw?.delete(key)
+    this.#invalid?.delete(key)
+  }
+
+  #unreadable(kind: PropertyKind, property: string, why: string): StorageError {
+    return new StorageError(
+      this.#storage.name,
+      'read',
+      this.name,
+      `the stored value of ${kind === 'ext' ? 'ext property' : 'property'} "${property}" is not JSON (${why}); set it to replace it`,
+    )
   }
 
   #writeThrough(
@@ -306,8 +478,7 @@ export class SubjectState implements Subject, UnitMember {
     next: PendingChange,
     options: WriteOptions | undefined,
   ): Promise<JsonValue | undefined | typeof NOT_FOUND> {
-    const unit = scopes.getStore()?.unit
-    return this.#serial(() => this.#writeThroughSection(kind, property, next, unit)).then((c) => {
+    return this.#serial(() => this.#writeThroughSection(kind, property, next)).then((c) => {
       // Events go out after the commit section, so a handler may write this subject again.
       if (next.op === 'delete' && c.oldValue === undefined) return NOT_FOUND
       const result = next.op === 'delete' ? c.oldValue : cloneJson(c.newValue)
@@ -324,19 +495,19 @@ export class SubjectState implements Subject, UnitMember {
     kind: PropertyKind,
     property: string,
     next: PendingChange,
-    unit: UnitOfWork | undefined,
   ): Promise<CommittedChange> {
-    // This writer's pending cached write of the property is committed with this one, in order.
+    // The pending cached write of the property is committed with this one, in order.
     const own = this.#pending
       ?.of(kind)
       .get(property)
-      ?.find((seg) => seg.unit === unit)
+      ?.find((seg) => seg.unit === undefined)
     const ownChange = own?.change
     const change = toChange(kind, property, fold(ownChange, next))
     return this.#commit([change], undefined, 'commit').then((result) => {
       const committed = result.changes[0]!
       // Unless the writer wrote this property again meanwhile, its pending write is now stored.
       const rest = this.#pending?.settle(kind, property, own, ownChange)
+      this.#forgetStored(kind, property)
       if (this.#loaded) this.#cacheStored(kind, property, replay(rest, committed.newValue))
       return committed
     })
@@ -348,21 +519,19 @@ export class SubjectState implements Subject, UnitMember {
    * (Callbacks rather than async functions: this runs once per subject of a batch store, and
    * every promise costs, AsyncLocalStorage hooks included.)
    */
-  store(options?: CommitOptions & { unit?: UnitOfWork }): Promise<void> {
+  store(options?: CommitOptions): Promise<void> {
     if (this.evicted) return this.#forward().store(options)
+    // In a unit of work, its writes are stored by its commit, all of them at once.
+    if (scopes.getStore()?.unit !== undefined) return NOTHING
     // Nothing to write and no commit to wait for.
     if (!this.dirty && this.#commits === undefined) return NOTHING
-    const unit = options?.unit ?? scopes.getStore()?.unit
-    return this.#serial(() => this.#storeSection(unit, options?.idempotencyKey)).then(
-      (corrections) => (corrections === undefined ? undefined : this.#announce(corrections)),
+    return this.#serial(() => this.#storeSection(options?.idempotencyKey)).then((corrections) =>
+      corrections === undefined ? undefined : this.#announce(corrections),
     )
   }
 
-  #storeSection(
-    unit: UnitOfWork | undefined,
-    idempotencyKey: string | undefined,
-  ): Promise<Correction[] | undefined> {
-    const taken = this.#pending?.take(unit) ?? []
+  #storeSection(idempotencyKey: string | undefined): Promise<Correction[] | undefined> {
+    const taken = this.#pending?.take(undefined) ?? []
     if (taken.length === 0) return NOTHING
     // store() compares stored new values with the cache; old values are not needed.
     const options: CommitOptions =
@@ -430,28 +599,53 @@ export class SubjectState implements Subject, UnitMember {
     }
   }
 
+  /**
+   * Deletes the subject; emits one `subject-property-deleted` per property (as KRules does), then
+   * `subject-deleted` with what it held. Ext properties emit nothing here, as everywhere else.
+   */
   async flush(): Promise<void> {
     if (this.evicted) return this.#forward().flush()
-    const payload = await this.#serial(async () => {
-      let snap: SubjectSnapshot
-      try {
-        snap = await this.#storage.flush(this.name)
-      } catch (e) {
-        throw wrapStorage(this.#storage, 'flush', this.name, e)
+    const scope = scopes.getStore()
+    let payload: { props: Record<string, JsonValue>; ext_props: Record<string, JsonValue> }
+    if (scope?.unit !== undefined) {
+      // In a unit: every property read (the commit checks them) and deleted in its view.
+      const view = await this.#unitView(scope.unit)
+      const take = (kind: PropertyKind): Record<string, JsonValue> => {
+        const out: [string, JsonValue][] = []
+        for (const name of view.names(kind)) {
+          const v = view.read(kind, name)
+          if (v !== undefined) out.push([name, v])
+          view.write(kind, name, undefined)
+        }
+        return Object.fromEntries(out)
       }
-      const cached = this.#loaded ? this.toJSON() : undefined
-      this.#pending = undefined
-      this.#props.clear()
-      this.#ext.clear()
-      this.#loaded = true
-      this.#loading = undefined
-      this.#touch()
-      return { props: cached?.props ?? snap.props, ext_props: cached?.ext ?? snap.ext }
-    })
+      payload = { props: take('prop'), ext_props: take('ext') }
+    } else {
+      payload = await this.#serial(async () => {
+        let snap: SubjectSnapshot
+        try {
+          snap = await this.#storage.flush(this.name)
+        } catch (e) {
+          throw wrapStorage(this.#storage, 'flush', this.name, e)
+        }
+        const cached = this.#loaded ? this.toJSON() : undefined
+        this.#pending = undefined
+        this.#props.clear()
+        this.#ext.clear()
+        this.#raw = undefined
+        this.#invalid = undefined
+        this.#loaded = true
+        this.#loading = undefined
+        this.#touch()
+        return { props: cached?.props ?? snap.props, ext_props: cached?.ext ?? snap.ext }
+      })
+    }
+    for (const [name, old] of Object.entries(payload.props))
+      await this.#emitChange(name, old, undefined, undefined, scopes.getStore(), undefined)
     await this.#host.emitChange(
       this,
       SUBJECT_DELETED,
-      payload,
+      { props: cloneJson(payload.props), ext_props: cloneJson(payload.ext_props) },
       undefined,
       undefined,
       scopes.getStore(),
@@ -492,10 +686,8 @@ export class SubjectState implements Subject, UnitMember {
     return this.#host.live(this.name)
   }
 
-  #touch(scope: Scope | undefined = scopes.getStore()): void {
+  #touch(): void {
     this.recentlyUsed = true
-    const unit = scope?.unit
-    if (unit !== undefined) unit.touched.add(this)
   }
 
   #withLoad(): Promise<void> {
@@ -521,15 +713,7 @@ export class SubjectState implements Subject, UnitMember {
     if (this.#loaded) return Promise.resolve()
     this.#loading ??= this.#storage.load(this.name).then(
       (snap) => {
-        for (const [k, v] of Object.entries(snap.props)) this.#props.set(k, v)
-        for (const [k, v] of Object.entries(snap.ext)) this.#ext.set(k, v)
-        // After a rebase, the writes still pending apply on top of what storage holds.
-        for (const kind of ['prop', 'ext'] as const) {
-          const map = kind === 'prop' ? this.#props : this.#ext
-          for (const [name, segs] of this.#pending?.of(kind) ?? []) {
-            this.#cacheStored(kind, name, replay(segs, map.get(name)))
-          }
-        }
+        this.#fill(snap)
         this.#loaded = true
         this.#loading = undefined
       },
@@ -539,6 +723,34 @@ export class SubjectState implements Subject, UnitMember {
       },
     )
     return this.#loading
+  }
+
+  /** Fills the (empty) cache from a snapshot, with the writes still pending on top. */
+  #fill(snap: SubjectSnapshot): void {
+    this.#props.clear()
+    this.#ext.clear()
+    for (const [k, v] of Object.entries(snap.props)) this.#props.set(k, v)
+    for (const [k, v] of Object.entries(snap.ext)) this.#ext.set(k, v)
+    this.#raw = undefined
+    this.#invalid = undefined
+    for (const kind of KINDS) {
+      const p = kind === 'prop' ? 'p' : 'e'
+      for (const [name, raw] of Object.entries(snap.raw?.[kind] ?? {})) {
+        this.#raw ??= new Map()
+        this.#raw.set(p + name, raw)
+      }
+      for (const [name, why] of Object.entries(snap.invalid?.[kind] ?? {})) {
+        this.#invalid ??= new Map()
+        this.#invalid.set(p + name, why)
+      }
+    }
+    // After a rebase, the writes still pending apply on top of what storage holds.
+    for (const kind of KINDS) {
+      const map = kind === 'prop' ? this.#props : this.#ext
+      for (const [name, segs] of this.#pending?.of(kind) ?? []) {
+        this.#cacheStored(kind, name, replay(segs, map.get(name)))
+      }
+    }
   }
 
   /** Runs `fn` as this subject's next commit section (see {@link SerialQueue}). */
@@ -590,7 +802,8 @@ export class SubjectState implements Subject, UnitMember {
       : this.#host.emitChange(
           this,
           SUBJECT_PROPERTY_CHANGED,
-          { property_name: property, old_value: old, value },
+          // KRules sends `old_value: null` for a new property (`ctx.oldValue` stays undefined).
+          { property_name: property, old_value: old ?? null, value },
           { propertyName: property, oldValue: old, newValue: value },
           extra,
           scope,
@@ -600,3 +813,15 @@ export class SubjectState implements Subject, UnitMember {
 }
 
 const NOT_FOUND: unique symbol = Symbol('not found')
+const KINDS = ['prop', 'ext'] as const
+
+/** A unit's view base on a snapshot of its own (a subject with writes pending outside units). */
+function snapshotBase(snap: SubjectSnapshot): ViewBase {
+  const of = (kind: PropertyKind) => (kind === 'prop' ? snap.props : snap.ext)
+  return {
+    value: (kind, name) => (Object.hasOwn(of(kind), name) ? of(kind)[name] : undefined),
+    names: (kind) => Object.keys(of(kind)),
+    raw: (kind, name) => snap.raw?.[kind]?.[name],
+    invalid: (kind, name) => snap.invalid?.[kind]?.[name],
+  }
+}

@@ -125,6 +125,26 @@ export class Timers {
     when: TimerSpec,
     payload: unknown,
   ): Promise<TimerHandle> {
+    const { key, record, handle } = this.prepare(subject, type, when, payload)
+    await this.#host
+      .storageFor(TIMERS)
+      .commit(TIMERS, [{ op: 'set', kind: 'prop', name: key, value: record }], {
+        oldValues: false,
+      })
+    this.stored(handle.at)
+    return handle
+  }
+
+  /**
+   * A timer ready to store: the property of `substate:timers` to set to `record` (a unit of work
+   * writes it in its commit), and its handle. Call {@link stored} once it is stored.
+   */
+  prepare(
+    subject: string,
+    type: string,
+    when: TimerSpec,
+    payload: unknown,
+  ): { key: string; record: JsonValue; handle: TimerHandle } {
     if (typeof type !== 'string' || type === '')
       throw new TypeError(
         `schedule(): the event type must be a non-empty string, got ${JSON.stringify(type)}`,
@@ -135,23 +155,27 @@ export class Timers {
     const record: TimerRecord =
       data === undefined ? { subject, type, at } : { subject, type, payload: data, at }
     const storage = this.#host.storageFor(TIMERS)
-    await storage.commit(
-      TIMERS,
-      [{ op: 'set', kind: 'prop', name: `t:${id}`, value: record as unknown as JsonValue }],
-      { oldValues: false },
-    )
-    this.start()
-    this.#wake(at)
+    const key = `t:${id}`
     return {
-      id,
-      at,
-      cancel: async () => {
-        const { changes } = await storage.commit(TIMERS, [
-          { op: 'delete', kind: 'prop', name: `t:${id}` },
-        ])
-        return changes[0]?.oldValue !== undefined
+      key,
+      record: record as unknown as JsonValue,
+      handle: {
+        id,
+        at,
+        cancel: async () => {
+          const { changes } = await storage.commit(TIMERS, [
+            { op: 'delete', kind: 'prop', name: key },
+          ])
+          return changes[0]?.oldValue !== undefined
+        },
       },
     }
+  }
+
+  /** A timer due `at` was stored: poll for it in time. */
+  stored(at: number): void {
+    this.start()
+    this.#wake(at)
   }
 
   /** Starts polling (once). */

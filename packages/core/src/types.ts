@@ -116,6 +116,13 @@ export interface Subject {
   getExtProps(): Promise<Record<string, JsonValue>>
   /** Commits the pending cached writes, all or nothing. On failure they stay pending and it rejects. */
   store(): Promise<void>
+  /**
+   * Reloads the cached state from storage, to see what other processes (replicas, a KRules
+   * service) wrote; writes still pending here stay on top. `get(p, { cache: false })` reads one
+   * property from storage instead. Inside a unit of work it does nothing: a unit's reads are
+   * checked when it commits, and it runs again on fresh data if they changed.
+   */
+  refresh(): Promise<void>
   /** Deletes the subject from storage and emits `subject-deleted`. */
   flush(): Promise<void>
   /**

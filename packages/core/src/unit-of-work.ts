@@ -1,12 +1,20 @@
+/*
+ * Units of work: what enters from outside (an HTTP CloudEvent, a Pub/Sub message, a timer, a
+ * schedule tick) runs in a unit that is serializable across every process sharing the storage and
+ * all or nothing across the subjects it touched (DESIGN §3.7, §3.12). A unit reads through views
+ * (`unit-state.ts`) and commits once, with one atomic storage operation that checks what it read
+ * and applies all its writes and outbound messages. On a conflict its run is thrown away, the
+ * stale subjects are reloaded and it runs again, until `conflictTimeout`; then it fails.
+ */
+import { createHash } from 'node:crypto'
 import { RecentKeys } from './_internal.js'
-import { type Dispatcher, RESULT, type WorkTracker } from './dispatcher.js'
-import { ShutdownError } from './errors.js'
-import type { IdentityMap } from './identity-map.js'
-import { cloneJson, freezeJson, type JsonValue } from './json.js'
+import { ConflictError, isSubstateError, ShutdownError, StorageError } from './errors.js'
+import { cloneJson, freezeJson, type JsonValue, jsonEqual } from './json.js'
 import { KeyedQueue } from './keyed-queue.js'
-import { discardUnit, type Scope, scopes, type UnitOfWork } from './scope.js'
-import type { SubjectStorage } from './storage.js'
-import type { EmitResult, SubstateEvent } from './types.js'
+import type { Scope } from './scope.js'
+import type { Change, SubjectSnapshot, SubjectStorage, UnitCommitResult } from './storage.js'
+import type { EmitResult, HandlerFailure, SubstateEvent } from './types.js'
+import { type HeldSend, UnitState as Unit, type UnitState, type UnitView } from './unit-state.js'
 
 /** An event arriving from outside (HTTP, Pub/Sub), handled in a unit of work by `receive`. */
 export interface IncomingEvent {
@@ -20,136 +28,401 @@ export interface IncomingEvent {
   /** The sender's origin id (re-seeds this cascade). @default a new one */
   readonly originId?: string
   readonly extensions?: Readonly<Record<string, string | number | boolean>>
-  /** For property events sent by another service. */
+  /**
+   * For property events sent by another service (`subject-property-changed`/`-deleted`); taken
+   * from the payload's `property_name` when absent.
+   */
   readonly propertyName?: string
 }
 
-/** The outcome of `Container.receive`. */
+/** The outcome of `container.receive`. */
 export interface ReceiveResult {
   /**
-   * `handled`: handlers succeeded (or failures were durably dead-lettered) and every subject the
-   * unit touched was stored: acknowledge. `duplicate`: this `source`+`id` was already handled:
-   * acknowledge. `failed`: do not acknowledge; nothing the unit cached was stored.
+   * `handled`: handlers succeeded (or failures were durably dead-lettered) and everything the unit
+   * wrote was stored, in one atomic commit: acknowledge. `duplicate`: this `source`+`id` was
+   * already handled: acknowledge. `failed`: do not acknowledge; nothing the unit wrote was stored.
    */
   readonly status: 'handled' | 'duplicate' | 'failed'
   readonly result?: EmitResult
-  /** Why it failed: the first undead-lettered failure's error, or the storage error. */
+  /** Why it failed: the first undead-lettered failure's error, a conflict, or the storage error. */
   readonly error?: Error
 }
 
-/** What units of work need of their container. */
-export interface UnitsHost {
-  readonly state: { readonly closing: boolean }
-  readonly work: WorkTracker
-  storageFor(subject: string): SubjectStorage
+/** A subject state as units use it. */
+export interface UnitSubject {
+  readonly name: string
+  unitCommitted(view: UnitView): void
+  reloadFrom(snap: SubjectSnapshot): void
+  leave(): void
 }
 
+/** What units need of their container. */
+export interface UnitHost {
+  subject(name: string): UnitSubject
+  storageFor(subject: string): SubjectStorage
+  /** Dispatches the root event of a unit in `root` (a scope carrying the unit). */
+  dispatch(event: SubstateEvent, root: Scope): Promise<EmitResult>
+  /** Publishes a committed unit's events (`events$`, the event log). */
+  publish(event: SubstateEvent): void
+  /**
+   * Hands a committed unit's held sends to the outbox relay; resolves once each was tried (a
+   * failed one stays in the outbox and is tried again later).
+   */
+  relay(sends: readonly HeldSend[], storage: SubjectStorage, stored: boolean): Promise<void>
+  /** This process as owner of the outbox messages it commits, and how long it holds them. */
+  readonly outbox: { readonly owner: string; readonly lease: number }
+  readonly closing: boolean
+  /** Counts a unit in flight (for the drain). */
+  begin(): void
+  end(): void
+}
+
+/** Options of units of work. */
+export interface UnitOptions {
+  /** Units handled at once (across subjects). @default 64 */
+  readonly concurrency?: number
+  /** Handled `source`+`id` pairs remembered to drop duplicates. @default 10_000 */
+  readonly dedupWindow?: number
+  /** How long a unit is run again after conflicts before it fails, in ms. @default 10_000 */
+  readonly conflictTimeout?: number
+}
+
+/** How one run ended. */
+type Ran =
+  | { readonly kind: 'done'; readonly status: 'handled' | 'duplicate' }
+  | { readonly kind: 'failed'; readonly error: Error }
+  /** What it read changed; `failure`: a handler failed too (reported if the deadline passes). */
+  | { readonly kind: 'conflict'; readonly failure?: Error }
+
+/** Property events carry their property in the payload, also when they come from elsewhere. */
+const PROPERTY_EVENTS = new Set(['subject-property-changed', 'subject-property-deleted'])
+
 /**
- * Ingress (`container.receive`): each incoming event is handled in a unit of work. Events for one
- * subject run one at a time in arrival order (a per-subject {@link KeyedQueue}; this is where
- * per-subject ordering of received events comes from), different subjects concurrently up to a
- * limit; a `source`+`id` handled recently is a duplicate; every subject the unit touched is
- * stored before the unit counts as handled, and a failed unit stores nothing it cached.
+ * The key of an event for deduplication and idempotency: `source` and `id` joined unambiguously
+ * (length-prefixed), hashed when long so the dedup window holds bounded keys.
  */
+export function eventKey(source: string, id: string): string {
+  const key = `${source.length}:${source}${id}`
+  return key.length <= 200 ? key : `#${createHash('sha256').update(key).digest('base64url')}`
+}
+
+/** A value a unit read changed before its (subject by subject) commit. */
+class StaleRead extends Error {}
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms))
+
+/** Receives events into units of work and runs units (ingress, batches). */
 export class UnitsOfWork {
-  readonly #host: UnitsHost
-  readonly #dispatcher: Dispatcher
-  readonly #subjects: IdentityMap
+  readonly #host: UnitHost
   readonly #queue: KeyedQueue
   readonly #recent: RecentKeys
   readonly #receiving = new Map<string, Promise<ReceiveResult>>()
+  readonly #timeout: number
 
   constructor(
-    host: UnitsHost,
-    dispatcher: Dispatcher,
-    subjects: IdentityMap,
-    options: { concurrency: number; dedupWindow: number },
+    host: UnitHost,
+    { concurrency = 64, dedupWindow = 10_000, conflictTimeout = 10_000 }: UnitOptions,
   ) {
+    if (!(conflictTimeout >= 0))
+      throw new TypeError(`conflictTimeout must be >= 0 ms, got ${conflictTimeout}`)
     this.#host = host
-    this.#dispatcher = dispatcher
-    this.#subjects = subjects
-    this.#queue = new KeyedQueue(options.concurrency)
-    this.#recent = new RecentKeys(options.dedupWindow)
+    this.#queue = new KeyedQueue(concurrency)
+    this.#recent = new RecentKeys(dedupWindow)
+    this.#timeout = conflictTimeout
   }
 
   receive(input: IncomingEvent): Promise<ReceiveResult> {
-    if (this.#host.state.closing) return Promise.reject(new ShutdownError())
+    if (this.#host.closing) return Promise.reject(new ShutdownError())
     for (const f of ['id', 'source', 'type', 'subject'] as const) {
       if (typeof input?.[f] !== 'string' || input[f] === '') {
         throw new TypeError(`receive(): the event's ${f} must be a non-empty string`)
       }
     }
-    const key = `${input.source}\n${input.id}`
+    const key = eventKey(input.source, input.id)
     if (this.#recent.has(key)) return Promise.resolve({ status: 'duplicate' })
     const running = this.#receiving.get(key)
     // A concurrent delivery of the same event waits for the first: duplicate if it succeeded.
     const work = (running ?? Promise.resolve(undefined)).then((first) =>
       first?.status === 'handled' || first?.status === 'duplicate'
         ? ({ status: 'duplicate' } as const)
-        : this.#queue.run(input.subject, () => this.#run(input, key)),
+        : this.#queue.run(input.subject, () => this.#receive(input, key)),
     )
     this.#receiving.set(key, work)
-    this.#host.work.enter()
+    this.#host.begin()
     return work.finally(() => {
       if (this.#receiving.get(key) === work) this.#receiving.delete(key)
-      this.#host.work.leave()
+      this.#host.end()
     })
   }
 
-  /** One unit: dispatch the event in the unit's scope, then store every subject it touched. */
-  async #run(input: IncomingEvent, key: string): Promise<ReceiveResult> {
+  async #receive(input: IncomingEvent, key: string): Promise<ReceiveResult> {
     if (this.#recent.has(key)) return { status: 'duplicate' }
-    const unit: UnitOfWork = { touched: new Set() }
-    const subject = this.#subjects.get(input.subject)
-    // Frozen, with a copy of its payload: handlers and subscribers share it, none may change it
-    // (and the caller's object is left as it was).
-    const event: SubstateEvent = Object.freeze({
-      id: input.id,
-      type: input.type,
-      source: input.source,
-      subject: input.subject,
-      time: input.time ?? Date.now(),
-      payload: freezeJson(cloneJson(input.payload as JsonValue)),
-      originId: input.originId ?? input.id,
-      extra: undefined,
-      ...(input.propertyName === undefined ? {} : { propertyName: input.propertyName }),
-      ...(input.extensions === undefined ? {} : { extensions: input.extensions }),
+    let result: EmitResult | undefined
+    const ran = await this.run(key, input.subject, async (unit) => {
+      const event = rootEvent(input)
+      const root: Scope = { depth: -1, originId: event.originId, failures: [], unit }
+      result = await this.#host.dispatch(event, root)
+      return result.failures
     })
-    const root: Scope = { depth: -1, originId: event.originId, failures: [], unit }
-    let result: EmitResult
-    try {
-      result = await scopes.run(root, () =>
-        this.#dispatcher.dispatch({
-          event,
-          subject,
-          parent: root,
-          targets: undefined,
-          detach: true,
-          value: RESULT,
-          check: false,
-        }),
-      )
-    } catch (e) {
-      discardUnit(unit)
-      return { status: 'failed', error: e instanceof Error ? e : new Error(String(e)) }
+    if (ran.kind === 'done') {
+      this.#recent.add(key)
+      return ran.status === 'duplicate' ? { status: 'duplicate' } : { status: 'handled', result }
     }
-    const failed = result.failures.find((f) => !(f.deadLettered && f.durable))
-    if (failed) {
-      discardUnit(unit)
-      return { status: 'failed', result, error: failed.error }
-    }
-    for (const s of unit.touched) {
-      // The unit's own writes only (and any made outside units), keyed by the event, so a
-      // redelivery has no second effect even where another process handles it.
-      const idempotent = this.#host.storageFor(s.name).capabilities.idempotent
+    if (ran.kind === 'failed') return { status: 'failed', result, error: ran.error }
+    return { status: 'failed', result, error: new Error('unreachable') }
+  }
+
+  /**
+   * Runs `body` as a unit of work until it commits, fails, or conflicts past the deadline. `body`
+   * runs once per attempt with a new unit and resolves with the failures of its cascade; a
+   * failure not durably dead-lettered fails the unit (nothing is stored), unless what the run
+   * read had changed meanwhile (then it runs again on fresh data).
+   */
+  async run(
+    key: string | undefined,
+    home: string,
+    body: (unit: UnitState) => Promise<readonly HandlerFailure[]>,
+  ): Promise<Exclude<Ran, { kind: 'conflict' }>> {
+    const deadline = Date.now() + this.#timeout
+    for (let attempt = 1; ; attempt++) {
+      const unit = new Unit(key)
+      let ran: Ran
       try {
-        await s.store(idempotent ? { idempotencyKey: key, unit } : { unit })
-      } catch (e) {
-        discardUnit(unit)
-        return { status: 'failed', result, error: e as Error }
+        ran = await this.#attempt(unit, home, body)
+      } finally {
+        for (const [state] of unit.touched()) (state as UnitSubject).leave()
+      }
+      if (ran.kind !== 'conflict') return ran
+      if (Date.now() >= deadline || this.#host.closing) {
+        if (ran.failure !== undefined) return { kind: 'failed', error: ran.failure }
+        return {
+          kind: 'failed',
+          error: new ConflictError(
+            this.#host.storageFor(home).name,
+            home,
+            attempt,
+            'the subjects it read kept changing (other units or processes wrote them)',
+          ),
+        }
+      }
+      // The first retry at once (the stale subjects were just reloaded), then jittered backoff.
+      if (attempt > 1) await sleep(Math.random() * Math.min(2 ** attempt, 250))
+    }
+  }
+
+  async #attempt(
+    unit: UnitState,
+    home: string,
+    body: (unit: UnitState) => Promise<readonly HandlerFailure[]>,
+  ): Promise<Ran> {
+    let failures: readonly HandlerFailure[]
+    try {
+      failures = await body(unit)
+    } catch (e) {
+      return { kind: 'failed', error: e instanceof Error ? e : new Error(String(e)) }
+    }
+    const failed = failures.find((f) => !(f.deadLettered && f.durable))
+    const storage = this.#host.storageFor(home)
+    if (failed) {
+      // A failure computed from stale data is a conflict: check what the run read first.
+      if (storage.commitUnit !== undefined && (await this.#stale(unit, home)))
+        return { kind: 'conflict', failure: failed.error }
+      return { kind: 'failed', error: failed.error }
+    }
+    return this.#commit(unit, home)
+  }
+
+  /** Whether something the run read changed (a commit that only checks). */
+  async #stale(unit: UnitState, home: string): Promise<boolean> {
+    const groups = unit.commits((s) => this.#host.storageFor(s), this.#host.storageFor(home))
+    for (const [storage, g] of groups) {
+      if (storage.commitUnit === undefined || g.entries.length === 0) continue
+      const entries = g.entries.map((e) => ({
+        subject: e.subject,
+        checks: e.checks,
+        ...(e.names ? { names: e.names } : {}),
+        writes: [],
+      }))
+      let r: UnitCommitResult
+      try {
+        r = await storage.commitUnit({ entries })
+      } catch {
+        return false
+      }
+      if (r.status === 'conflict') {
+        this.#refresh(r.stale)
+        return true
       }
     }
-    this.#recent.add(key)
-    return { status: 'handled', result }
+    return false
+  }
+
+  async #commit(unit: UnitState, home: string): Promise<Ran> {
+    const homeStorage = this.#host.storageFor(home)
+    const groups = unit.commits((s) => this.#host.storageFor(s), homeStorage)
+    let effects = false
+    for (const g of groups.values()) if (g.writes || g.outbox.length > 0) effects = true
+    let duplicate = false
+    if (effects) {
+      for (const [storage, g] of groups) {
+        if (storage.commitUnit === undefined) {
+          let r: 'applied' | 'duplicate' | 'conflict'
+          try {
+            r = await this.#commitBySubject(storage, unit)
+          } catch (e) {
+            return { kind: 'failed', error: storageError(storage, home, e) }
+          }
+          if (r === 'conflict') return { kind: 'conflict' }
+          if (r === 'duplicate') duplicate = true
+          continue
+        }
+        let r: UnitCommitResult
+        try {
+          r = await storage.commitUnit({
+            ...(unit.key === undefined ? {} : { key: unit.key }),
+            entries: g.entries,
+            ...(g.outbox.length > 0
+              ? { outbox: g.outbox, owner: this.#host.outbox.owner, lease: this.#host.outbox.lease }
+              : {}),
+          })
+        } catch (e) {
+          return { kind: 'failed', error: storageError(storage, home, e) }
+        }
+        if (r.status === 'conflict') {
+          this.#refresh(r.stale)
+          return { kind: 'conflict' }
+        }
+        if (r.status === 'duplicate') duplicate = true
+      }
+    }
+    if (duplicate) return { kind: 'done', status: 'duplicate' }
+    for (const [state, view] of unit.touched())
+      if (view.wrote) (state as UnitSubject).unitCommitted(view)
+    for (const e of unit.events) this.#host.publish(e)
+    // Sent after the commit, without holding up the unit's acknowledgment: a slow or failing
+    // receiver must not stall ingress; what fails stays in the outbox and is sent again later.
+    if (unit.sends.length > 0)
+      void this.#host.relay(unit.sends, homeStorage, homeStorage.commitUnit !== undefined)
+    for (const fn of unit.committed) fn()
+    return { kind: 'done', status: 'handled' }
+  }
+
+  /**
+   * A storage without `commitUnit`: the unit's writes subject by subject, each subject's reads
+   * checked by compare-and-set with its writes (not atomic across subjects; subjects the unit
+   * only read are not checked).
+   */
+  async #commitBySubject(
+    storage: SubjectStorage,
+    unit: UnitState,
+  ): Promise<'applied' | 'duplicate' | 'conflict'> {
+    let duplicate = false
+    for (const [state, view] of unit.touched()) {
+      const name = (state as UnitSubject).name
+      const entry = view.entry()
+      if (entry === undefined || !view.wrote || this.#host.storageFor(name) !== storage) continue
+      const expected = new Map(entry.checks.map((c) => [c.kind + c.name, c.expect]))
+      const changes: Change[] = []
+      const checked = (expect: string, next: (cur: JsonValue | undefined) => JsonValue) => {
+        const want = expect === 'null' ? null : (JSON.parse(expect) as JsonValue)
+        return (cur: JsonValue | undefined): JsonValue => {
+          if (cur === undefined || !jsonEqual(cur, want)) throw new StaleRead()
+          return next(cur)
+        }
+      }
+      for (const w of entry.writes) {
+        const expect = expected.get(w.kind + w.name)
+        expected.delete(w.kind + w.name)
+        const value = w.value === null ? undefined : (JSON.parse(w.value) as JsonValue)
+        if (value === undefined) changes.push({ op: 'delete', kind: w.kind, name: w.name })
+        else if (expect === undefined || expect === null)
+          changes.push({ op: 'set', kind: w.kind, name: w.name, value })
+        else
+          changes.push({
+            op: 'update',
+            kind: w.kind,
+            name: w.name,
+            update: checked(expect, () => value),
+          })
+      }
+      for (const [key, expect] of expected) {
+        if (expect === null) continue // "absent" cannot be checked by an updater
+        const kind = key.startsWith('prop') ? 'prop' : 'ext'
+        const prop = key.slice(kind.length)
+        changes.push({ op: 'update', kind, name: prop, update: checked(expect, (cur) => cur!) })
+      }
+      try {
+        const r = await storage.commit(name, changes, {
+          oldValues: false,
+          ...(unit.key !== undefined && storage.capabilities.idempotent
+            ? { idempotencyKey: unit.key }
+            : {}),
+        })
+        if (r.duplicate) duplicate = true
+      } catch (e) {
+        if (!(e instanceof StaleRead || (e as { cause?: unknown })?.cause instanceof StaleRead))
+          throw e
+        ;(state as UnitSubject).reloadFrom(await storage.load(name))
+        return 'conflict'
+      }
+    }
+    return duplicate ? 'duplicate' : 'applied'
+  }
+
+  #refresh(stale: Readonly<Record<string, SubjectSnapshot>>): void {
+    for (const [name, snap] of Object.entries(stale)) this.#host.subject(name).reloadFrom(snap)
   }
 }
+
+/** The root event of a received unit. */
+function rootEvent(input: IncomingEvent): SubstateEvent {
+  let propertyName = input.propertyName
+  let oldValue: unknown
+  let newValue: unknown
+  const payload = input.payload as Record<string, unknown> | undefined
+  if (
+    PROPERTY_EVENTS.has(input.type) &&
+    typeof payload === 'object' &&
+    payload !== null &&
+    !Array.isArray(payload)
+  ) {
+    // As for local property events: from the payload `{ property_name, old_value, value }`.
+    if (propertyName === undefined && typeof payload.property_name === 'string')
+      propertyName = payload.property_name
+    oldValue = payload.old_value ?? undefined
+    if (input.type === 'subject-property-changed') newValue = payload.value ?? undefined
+  }
+  // Frozen, with a copy of its payload: handlers and subscribers share it, none may change it
+  // (and the caller's object is left as it was).
+  const copy = freezeJson(cloneJson(input.payload as JsonValue))
+  const of = (v: unknown) => freezeJson(cloneJson(v as JsonValue))
+  return Object.freeze({
+    id: input.id,
+    type: input.type,
+    source: input.source,
+    subject: input.subject,
+    time: input.time ?? Date.now(),
+    payload: copy,
+    originId: input.originId ?? input.id,
+    extra: undefined,
+    ...(propertyName === undefined ? {} : { propertyName }),
+    ...(oldValue === undefined ? {} : { oldValue: of(oldValue) }),
+    ...(newValue === undefined ? {} : { newValue: of(newValue) }),
+    ...(input.extensions === undefined
+      ? {}
+      : { extensions: Object.freeze({ ...input.extensions }) }),
+  })
+}
+
+const storageError = (storage: SubjectStorage, subject: string, e: unknown): Error =>
+  isSubstateError(e)
+    ? (e as Error)
+    : new StorageError(
+        storage.name,
+        'commit',
+        subject,
+        e instanceof Error ? e.message : String(e),
+        {
+          cause: e,
+        },
+      )

@@ -61,7 +61,7 @@ describe('events are immutable', () => {
     ])
     expect(seen).toEqual([
       { level: 80 },
-      { property_name: 'fill', old_value: undefined, value: { level: 80 } },
+      { property_name: 'fill', old_value: null, value: { level: 80 } },
     ])
     expect(streamed[0]!.newValue).toEqual({ level: 80 })
     // The subject's own state is a copy, not the frozen event value: it stays writable.

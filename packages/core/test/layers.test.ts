@@ -37,6 +37,7 @@ const LAYERS: Record<string, readonly string[]> = {
     'serial-queue.ts',
     'storage.ts',
     'types.ts',
+    'unit-state.ts',
     'storage-kit/*',
     'testing/*',
   ],
@@ -56,6 +57,7 @@ const LAYERS: Record<string, readonly string[]> = {
     'scheduler.ts',
     'timers.ts',
     'lifecycle.ts',
+    'outbox.ts',
   ],
   root: ['container.ts', 'index.ts'],
 }

@@ -60,6 +60,10 @@ it('reports a tick whose unit could not be stored', async () => {
     ...storage,
     commit: (...args: Parameters<typeof storage.commit>) =>
       args[0] === 'ticker' ? Promise.reject(new Error('disk full')) : storage.commit(...args),
+    commitUnit: (u: Parameters<NonNullable<typeof storage.commitUnit>>[0]) =>
+      u.entries.some((e) => e.subject === 'ticker')
+        ? Promise.reject(new Error('disk full'))
+        : storage.commitUnit!(u),
   }
   const c = createContainer({ storage: broken })
   const failures: HandlerFailure[] = []
@@ -99,15 +103,17 @@ it('two replicas on one storage handle each tick once between them, as units of 
     })
     return c.schedule('tick', { every: 40 }, undefined, { subject: 'ticker' })
   })
-  await until(() => handled.flat().length >= 5)
+  // A tick's handler may run again when its unit conflicted with the other replica's (handlers
+  // must be safe to re-run): what counts is each tick's effect, stored exactly once.
+  const ticks = () => new Set(handled.flat())
+  await until(() => ticks().size >= 5)
   for (const stop of stops) stop()
   // The ticks already claimed finish: each one's unit stores its count.
   await until(async () => {
     const { props } = await storage.load('ticker')
-    return props.count === handled.flat().length
+    return props.count === ticks().size
   })
-  const all = handled.flat()
-  expect(new Set(all).size).toBe(all.length) // no tick twice, on one replica or across both
+  const all = [...ticks()]
   for (const id of all) expect(id).toMatch(/^tick@\d{4}-\d\d-\d\dT/)
   expect((await storage.load('ticker')).props).toEqual({ count: all.length })
   for (const c of replicas) await c.close()

@@ -151,7 +151,7 @@ describe('subjects', () => {
     expect(events[2]?.extra).toEqual({ reason: 'maintenance' })
     expect(events[0]?.payload).toEqual({
       property_name: 'o',
-      old_value: undefined,
+      old_value: null, // a new property: null on the wire, as KRules sends it
       value: { a: [1, 2], b: { c: true } },
     })
     expect(await s.get('m')).toBe(1)
@@ -283,19 +283,26 @@ describe('subjects', () => {
     expect(events).toHaveLength(1)
   })
 
-  it('flush() deletes from storage and emits subject-deleted with what it held', async () => {
+  it('flush() deletes from storage, emits subject-property-deleted per property (as KRules does), then subject-deleted with what it held', async () => {
     const storage = createMemoryStorage()
     const c = createContainer({ storage })
     const events = changes(c)
     const s = c.subject('f:1')
     await s.set('a', 1, { muted: true })
+    await s.set('b', 'x', { muted: true })
     await s.setExt('e', 2)
     await s.store()
     await s.flush()
     expect(await storage.load('f:1')).toEqual({ props: {}, ext: {} })
-    expect(events[0]).toMatchObject({
+    expect(events.map((e) => [e.type, e.propertyName, e.oldValue])).toEqual([
+      [SUBJECT_PROPERTY_DELETED, 'a', 1],
+      [SUBJECT_PROPERTY_DELETED, 'b', 'x'],
+      [SUBJECT_DELETED, undefined, undefined],
+    ])
+    expect(events[0]!.payload).toEqual({ property_name: 'a', old_value: 1 })
+    expect(events[2]).toMatchObject({
       type: SUBJECT_DELETED,
-      payload: { props: { a: 1 }, ext_props: { e: 2 } },
+      payload: { props: { a: 1, b: 'x' }, ext_props: { e: 2 } },
     })
     expect(await s.keys()).toEqual([])
   })

@@ -62,7 +62,8 @@ export interface WebhookOptions {
  *   otherwise 500 (or 503) with `{ results: [{ id, status, error? }] }`; resending the whole
  *   batch is safe.
  * - `OPTIONS /`: the CloudEvents webhook validation handshake, when `webhook` is set (405 otherwise).
- * - `GET /subjects/:name`: `{ name, props, ext }`, 404 when the subject has no properties.
+ * - `GET /subjects/:name`: `{ name, props, ext }` as stored now (read through, so any replica
+ *   answers what the others stored), 404 when the subject has no properties.
  * - `GET /events?type=<glob>&subject=<glob>`: matching events as Server-Sent Events.
  * - `GET /healthz` (200 while the process serves), `GET /readyz` (503 once draining),
  *   `GET /metrics` (Prometheus text: handler metrics and receiver counters).
@@ -120,7 +121,7 @@ export function createReceiver(
   app.get('/subjects/:name{.+}', async (c) => {
     if (container.closed) return c.json({ error: 'the container is draining' }, 503)
     const subject = container.subject(c.req.param('name'))
-    await subject.keys() // loads it
+    await subject.refresh() // reads through: what any replica stored
     const state = subject.toJSON()
     if (Object.keys(state.props).length === 0 && Object.keys(state.ext).length === 0)
       return c.json({ error: `no subject ${state.name}`, field: 'name' }, 404)
