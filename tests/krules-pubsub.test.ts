@@ -102,6 +102,33 @@ describe('Pub/Sub messages recorded from KRules 3.1.1 dispatcher: fromPubsubMess
   })
 })
 
+describe('KRules Pub/Sub data beyond the recording', () => {
+  const attributes = attributesOf(published[0]!.call)
+
+  it("reads Python's bare NaN / Infinity in the data as those numbers", () => {
+    const e = fromPubsubMessage(
+      { id: 'm', data: Buffer.from('{"nan": NaN, "inf": Infinity, "s": "NaN"}'), attributes },
+      'f',
+    )
+    expect(e.payload).toEqual({ nan: Number.NaN, inf: Number.POSITIVE_INFINITY, s: 'NaN' })
+  })
+
+  it('rejects declared JSON that is not JSON, naming data', () => {
+    expect(() =>
+      fromPubsubMessage({ id: 'm', data: Buffer.from('{nope'), attributes }, 'f'),
+    ).toThrow(expect.objectContaining({ field: 'data' }))
+  })
+
+  it('rejects an attribute that reads as a context attribute, naming it', () => {
+    expect(() =>
+      fromPubsubMessage(
+        { id: 'm', data: Buffer.from('{}'), attributes: { ...attributes, origin_id: 'x' } },
+        'f',
+      ),
+    ).toThrow(expect.objectContaining({ field: 'origin_id' }))
+  })
+})
+
 const cleanup: Array<() => Promise<unknown>> = []
 afterEach(async () => {
   for (const fn of cleanup.splice(0).reverse()) await fn()

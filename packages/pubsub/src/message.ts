@@ -170,10 +170,32 @@ function fromKrules(message: ReceivedMessage, fallbackSource: string): IncomingE
   const published = message.publishTime?.valueOf()
   if (ce.time === undefined && published !== undefined && Number.isFinite(Number(published)))
     ce.time = new Date(Number(published)).toISOString()
-  const event = fromCloudEvent(ce) as { -readonly [K in keyof IncomingEvent]: IncomingEvent[K] }
-  const payload = payloadOf(message.data, a.datacontenttype ?? a.contentType)
-  if (payload !== undefined) event.payload = payload
+  // Declared JSON goes through fromCloudEvent as `data_base64`, so it reads Python's bare
+  // `NaN` / `Infinity` tokens as the HTTP path does.
+  const declared = a.datacontenttype ?? a.contentType
+  const json = message.data.length > 0 && declared !== undefined && isJson(declared)
+  if (json) {
+    ce.datacontenttype = declared
+    ce.data_base64 = message.data.toString('base64')
+  }
+  let event: { -readonly [K in keyof IncomingEvent]: IncomingEvent[K] }
+  try {
+    event = fromCloudEvent(ce)
+  } catch (e) {
+    if (isSubstateError(e, 'VALIDATION') && (e as ValidationError).field === 'data_base64')
+      throw new ValidationError('data', `declared ${declared} but is not JSON`)
+    throw e
+  }
+  if (!json) {
+    const payload = payloadOf(message.data, declared)
+    if (payload !== undefined) event.payload = payload
+  }
   return event
+}
+
+const isJson = (contentType: string): boolean => {
+  const type = contentType.split(';')[0]!.trim().toLowerCase()
+  return type === 'application/json' || type === 'text/json' || type.endsWith('+json')
 }
 
 /**
@@ -184,12 +206,7 @@ function payloadOf(data: Buffer, contentType: string | undefined): unknown {
   if (data.length === 0) return undefined
   const type =
     contentType === undefined ? undefined : contentType.split(';')[0]!.trim().toLowerCase()
-  if (
-    type === undefined ||
-    type === 'application/json' ||
-    type === 'text/json' ||
-    type.endsWith('+json')
-  ) {
+  if (type === undefined || isJson(type)) {
     try {
       return JSON.parse(data.toString('utf8'))
     } catch (e) {
