@@ -126,6 +126,12 @@ describe('KRules Pub/Sub data beyond the recording', () => {
         'f',
       ),
     ).toThrow(expect.objectContaining({ field: 'origin_id' }))
+    expect(() =>
+      fromPubsubMessage(
+        { id: 'm', data: Buffer.from('{}'), attributes: { ...attributes, data: 'x' } },
+        'f',
+      ),
+    ).toThrow(expect.objectContaining({ field: 'data' }))
   })
 })
 

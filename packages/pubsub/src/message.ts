@@ -161,7 +161,13 @@ function fromKrules(message: ReceivedMessage, fallbackSource: string): IncomingE
   const a = message.attributes
   // No prototype: an attribute named `__proto__` is checked like any other.
   const ce = Object.create(null) as Record<string, unknown>
-  for (const key in a) if (!KRULES_TRANSPORT.has(key)) ce[key] = a[key]
+  for (const key in a) {
+    if (KRULES_TRANSPORT.has(key)) continue
+    // The data is the message's: an attribute of that name would pass for it.
+    if (key === 'data' || key === 'data_base64')
+      throw new ValidationError(key, `invalid extension name "${key}": a context attribute`)
+    ce[key] = a[key]
+  }
   ce.specversion ??= '1.0'
   if (!ce.id) ce.id = message.id
   if (!ce.source) ce.source = fallbackSource
