@@ -1,10 +1,10 @@
 /**
- * Every TypeScript snippet of the READMEs runs as pasted. A `console.log(x) // expected` line in a
+ * Every TypeScript snippet of the READMEs and of the guides in `docs/` runs as pasted. A `console.log(x) // expected` line in a
  * snippet is also an assertion: the snippet must print exactly that line. A snippet preceded by
  * `<!-- readme-test: skip (reason) -->` is not run; `<!-- readme-test: needs redis -->` (or
  * `postgres`, `pubsub`) runs only where that service is available.
  */
-import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { join, relative } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { format } from 'node:util'
@@ -41,6 +41,10 @@ function snippets(file: string): Snippet[] {
 const readmes = [
   join(root, 'README.md'),
   ...readdirSync(join(root, 'packages')).map((p) => join(root, 'packages', p, 'README.md')),
+  ...(existsSync(join(root, 'docs')) ? readdirSync(join(root, 'docs')) : [])
+    .filter((f) => f.endsWith('.md'))
+    .sort()
+    .map((f) => join(root, 'docs', f)),
 ].filter((f) => {
   try {
     readFileSync(f)

@@ -1,5 +1,7 @@
 /** Media types and attribute names of CloudEvents 1.0 and its HTTP binding, shared by this package. */
 
+import { EXTENSION_NAME } from '@substate/core'
+
 /** `application/cloudevents+json`: structured mode. */
 export const MIME_CE_JSON = 'application/cloudevents+json'
 /** `application/cloudevents-batch+json`: batch mode. */
@@ -56,4 +58,74 @@ export function decodeHeaderValue(value: string): string {
   } catch {
     return value
   }
+}
+
+// Bare tokens Python's `json.dumps` writes for non-finite floats (not JSON).
+const NON_FINITE: Readonly<Record<string, number>> = {
+  NaN: Number.NaN,
+  Infinity: Number.POSITIVE_INFINITY,
+  '-Infinity': Number.NEGATIVE_INFINITY,
+}
+
+/**
+ * `JSON.parse`, also accepting the bare `NaN`, `Infinity` and `-Infinity` tokens that Python's
+ * `json.dumps` writes (KRules sends them): they are read as those numbers, as Python's
+ * `json.loads` reads them. Anything else that is not JSON throws `JSON.parse`'s error. Valid JSON
+ * takes the fast path; only text that fails it is scanned.
+ */
+export function parseJson(text: string): unknown {
+  try {
+    return JSON.parse(text)
+  } catch (e) {
+    if (!text.includes('NaN') && !text.includes('Infinity')) throw e
+    // Replace the tokens outside strings by marker strings, then map the markers back. The marker
+    // is random, so no string a sender writes can pass for one.
+    const marker = `\u0000${Math.random().toString(36).slice(2)}:`
+    const escaped = JSON.stringify(marker).slice(1, -1)
+    let out = ''
+    let from = 0
+    let replaced = false
+    for (let i = 0; i < text.length; i++) {
+      const c = text.charCodeAt(i)
+      if (c === 0x22 /* " */) {
+        for (i++; i < text.length && text.charCodeAt(i) !== 0x22; i++)
+          if (text.charCodeAt(i) === 0x5c /* \ */) i++
+        continue
+      }
+      const token = text.startsWith('-Infinity', i)
+        ? '-Infinity'
+        : text.startsWith('Infinity', i)
+          ? 'Infinity'
+          : text.startsWith('NaN', i)
+            ? 'NaN'
+            : undefined
+      if (token === undefined) continue
+      out += `${text.slice(from, i)}"${escaped}${token}"`
+      i += token.length - 1
+      from = i + 1
+      replaced = true
+    }
+    if (!replaced) throw e
+    let parsed: unknown
+    try {
+      parsed = JSON.parse(out + text.slice(from), (_key, value) =>
+        typeof value === 'string' && value.startsWith(marker)
+          ? NON_FINITE[value.slice(marker.length)]
+          : value,
+      )
+    } catch {
+      throw e
+    }
+    return parsed
+  }
+}
+
+/**
+ * The name an extension is received under: lower-cased, every character outside `[a-z0-9]`
+ * dropped (KRules sends ext property names as they are: `ce-tenant_id` → `tenantid`,
+ * `ce-region.code` → `regioncode`), the rule `extensionName()` applies to outbound ext properties.
+ * An empty result stays empty (the caller rejects it).
+ */
+export function normaliseExtensionName(name: string): string {
+  return EXTENSION_NAME.test(name) ? name : name.toLowerCase().replace(/[^a-z0-9]+/g, '')
 }

@@ -1,6 +1,12 @@
 import type { IncomingEvent } from '@substate/core'
 import { ValidationError } from '@substate/core'
-import { ATTRIBUTE_NAME, isJsonMediaType, mediaType } from './_internal.js'
+import {
+  isJsonMediaType,
+  mediaType,
+  normaliseExtensionName,
+  parseJson,
+  RESERVED,
+} from './_internal.js'
 
 /**
  * A validation failure on the parsing path. A plain object, not an `Error`: building a stack trace
@@ -75,6 +81,8 @@ export function readEvent(
       }
       case 'datacontenttype':
       case 'dataschema':
+        // KRules' HTTP dispatcher sends Python's `str(None)` for "no value".
+        if (v === 'None') break
         if (typeof v !== 'string' || v === '')
           return new Invalid(at + key, `${where(key)} must be a non-empty string`)
         if (key === 'datacontenttype') contentType = v
@@ -91,11 +99,26 @@ export function readEvent(
         if (key === 'originid') event.originId = v
         else event.propertyName = v
         break
-      default:
-        if (!ATTRIBUTE_NAME.test(key))
+      default: {
+        // Every extension name is read the same way: normalised to the spec's alphabet (KRules
+        // sends `tenant_id`, `region.code`), rejected when nothing is left, when it would pass for
+        // a context attribute, or when two names meet.
+        const name = normaliseExtensionName(key)
+        const shown = headers ? `ce-${key}` : JSON.stringify(key)
+        if (name === '')
           return new Invalid(
             at + key,
-            `invalid extension name ${headers ? `ce-${key}` : JSON.stringify(key)}: CloudEvents attribute names are lower-case letters and digits`,
+            `invalid extension name ${shown}: CloudEvents attribute names are lower-case letters and digits, and it has none`,
+          )
+        if (RESERVED.has(name))
+          return new Invalid(
+            at + key,
+            `invalid extension name ${shown}: it reads as "${name}", a context attribute`,
+          )
+        if (extensions !== undefined && Object.hasOwn(extensions, name))
+          return new Invalid(
+            at + key,
+            `invalid extension name ${shown}: it reads as "${name}", which another extension of this event already has`,
           )
         if (typeof v !== 'string' && typeof v !== 'number' && typeof v !== 'boolean')
           return new Invalid(
@@ -103,7 +126,8 @@ export function readEvent(
             `extension ${where(key)} must be a string, number or boolean`,
           )
         extensions ??= {}
-        extensions[key] = v
+        extensions[name] = v
+      }
     }
   }
   if (seen < REQUIRED.length) {
@@ -127,7 +151,7 @@ export function readEvent(
       return new Invalid(`${at}data_base64`, '"data_base64" must be a base64 string')
     if (contentType === undefined || isJsonMediaType(mediaType(contentType))) {
       try {
-        event.payload = JSON.parse(Buffer.from(base64, 'base64').toString('utf8'))
+        event.payload = parseJson(Buffer.from(base64, 'base64').toString('utf8'))
       } catch {
         return new Invalid(`${at}data_base64`, '"data_base64" does not hold JSON')
       }
@@ -139,10 +163,19 @@ export function readEvent(
 /**
  * Maps a CloudEvent 1.0 (a structured-mode JSON object, or an SDK `CloudEvent`) to the
  * {@link IncomingEvent} `container.receive` takes, validating it on the way: `specversion` `1.0`;
- * non-empty `id`, `source`, `type` and `subject` (required by Substate); `time` RFC 3339;
- * extension names lower-case letters and digits, values strings, numbers or booleans.
- * `originid` and `propertyname` become `originId` and `propertyName`; other extensions stay in
- * `extensions`. Throws a `ValidationError` whose `field` names the offending attribute.
+ * non-empty `id`, `source`, `type` and `subject` (required by Substate); `time` RFC 3339 (any
+ * number of fractional digits, `Z` or an offset: Python's `isoformat()` passes); extension values
+ * strings, numbers or booleans. `originid` and `propertyname` become `originId` and
+ * `propertyName`; other extensions stay in `extensions`.
+ *
+ * Liberal where it is safe, for senders such as Python KRules: an extension name is lower-cased
+ * and loses every character outside `[a-z0-9]` (`tenant_id` → `tenantid`, `region.code` →
+ * `regioncode`, the rule `extensionName()` applies when sending); a name left empty, one that
+ * reads as a context attribute (`origin_id`), or two names that read the same are rejected,
+ * never dropped. `datacontenttype` / `dataschema` equal to `"None"` (Python's `str(None)`) count
+ * as absent. JSON data may hold Python's bare `NaN` / `Infinity` / `-Infinity` (read as those
+ * numbers). Extension values stay as sent (`"True"`, `"None"`, `"7"` are strings). Throws a
+ * `ValidationError` whose `field` names the offending attribute as sent.
  *
  * @example
  * const result = await container.receive(fromCloudEvent(JSON.parse(body)))

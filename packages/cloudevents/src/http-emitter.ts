@@ -1,5 +1,6 @@
 import type { OutboundEmitter, OutboundMeta, Subject, SubstateEvent } from '@substate/core'
 import { DeliveryError, ShutdownError, TimeoutError } from '@substate/core'
+import { MIME_CE_JSON } from './_internal.js'
 import { type ToCloudEventOptions, toCloudEvent } from './to-cloud-event.js'
 import { toHttpMessage } from './to-http-message.js'
 
@@ -13,6 +14,15 @@ export interface HttpEmitterOptions extends ToCloudEventOptions {
    * @default 'binary'
    */
   readonly mode?: 'binary' | 'structured'
+  /**
+   * Send to a Python KRules 3.x receiver (`KrulesApp`, FastAPI): it reads structured mode only and
+   * answers binary mode 422. Sends structured mode with `Content-Type: application/cloudevents+json`
+   * (no parameters), the body KRules' receiver was recorded accepting (property events carry
+   * `{ property_name, old_value, value }` in `data`, which it reads into `ctx.property_name`,
+   * `old_value`, `new_value`; it drops extensions). With `mode: 'binary'` it is a `TypeError`.
+   * @default false
+   */
+  readonly krules?: boolean
   /**
    * Milliseconds one attempt may take (connecting, sending, reading the response).
    * @default 10_000
@@ -67,13 +77,16 @@ function deliveryError(message: string, cause?: unknown): Error {
  *
  * @example
  * container.route('alerts.*', httpEmitter({ url: 'http://127.0.0.1:8080/' }), { policy: 'direct' })
+ * // to a Python KRules service's FastAPI receiver (structured mode only)
+ * container.route('orders.*', httpEmitter({ url: 'http://127.0.0.1:8000/', krules: true }))
  *
  * const container = createContainer({ targets: { dispatchUrl: (url) => httpEmitter({ url }) } })
  * await container.emit('device.reboot', 'device:1', {}, { dispatchUrl: 'http://127.0.0.1:8081/' })
  */
 export function httpEmitter({
   url,
-  mode = 'binary',
+  mode,
+  krules = false,
   timeout = 10_000,
   retries = 3,
   backoff: { initial = 100, factor = 2, max = 5_000 } = {},
@@ -83,6 +96,11 @@ export function httpEmitter({
   onInvalidExtension,
 }: HttpEmitterOptions): OutboundEmitter {
   const target = String(url)
+  if (krules && mode === 'binary')
+    throw new TypeError(
+      "httpEmitter(): a KRules receiver reads structured mode only; drop mode: 'binary'",
+    )
+  const send = krules ? 'structured' : (mode ?? 'binary')
   if (typeof doFetch !== 'function')
     throw new TypeError('httpEmitter(): no fetch available; pass { fetch } (Node >= 20 has one)')
   if (!(retries >= 0) || !(timeout > 0))
@@ -96,7 +114,8 @@ export function httpEmitter({
     meta: OutboundMeta | undefined,
   ): Promise<void> {
     const ce = toCloudEvent(event, await subject.getExtProps(), { onInvalidExtension })
-    const message = toHttpMessage(ce, mode)
+    const message = toHttpMessage(ce, send)
+    if (krules) message.headers['content-type'] = MIME_CE_JSON
     // Names compared without case: the CloudEvents headers win over the emitter's and an
     // interceptor's, whatever their spelling.
     const headers: Record<string, string> = {}

@@ -5,6 +5,7 @@ import {
   MIME_CE_BATCH,
   MIME_CE_JSON,
   mediaType,
+  parseJson as parseJsonText,
 } from './_internal.js'
 import { Invalid, readEvent } from './from-cloud-event.js'
 
@@ -40,7 +41,7 @@ const bytes = (body: string | Uint8Array): Buffer =>
 
 function parseJson(body: string | Uint8Array, field: string): unknown {
   try {
-    return JSON.parse(text(body))
+    return parseJsonText(text(body))
   } catch (e) {
     return new Invalid(field, `the body is not valid JSON (${(e as Error).message})`)
   }
@@ -60,6 +61,9 @@ function fail(status: 400 | 415, invalid: Invalid): ParseResult {
  * - any `ce-` header: **binary** mode. Attributes come from `ce-` headers (percent-decoded, HTTP
  *   binding §3.1.3.2), `datacontenttype` from `Content-Type`, data from the body: JSON (or no
  *   content type) is parsed, `text/*` stays a string, other media types become a base64 string.
+ *   This is the mode Python KRules' HTTP dispatcher sends; what it sends beyond the spec is
+ *   accepted as `fromCloudEvent` describes (`ce-tenant_id` read as extension `tenantid`,
+ *   `ce-datacontenttype: None`, `isoformat()` times, bare `NaN` / `Infinity` in the JSON body).
  * - otherwise a JSON content type (`application/json`) without `ce-` headers is read as
  *   structured mode, because many senders post structured events that way; anything else is 415.
  *
@@ -79,7 +83,8 @@ export function parseHttpMessage(message: HttpMessage): ParseResult {
   const header = (name: string, value: string): void => {
     if (name === 'content-type') contentType = value
     else if (name.startsWith('ce-')) {
-      attrs ??= {}
+      // No prototype: `ce-__proto__` is an attribute like any other (and gets the same checks).
+      attrs ??= Object.create(null) as Record<string, string>
       attrs[name.slice(3)] = decodeHeaderValue(value)
     }
   }

@@ -82,7 +82,9 @@ describe('binary mode', () => {
     [{ 'ce-specversion': undefined }, 'specversion'],
     [{ 'ce-specversion': '0.3' }, 'specversion'],
     [{ 'ce-time': 'now' }, 'time'],
-    [{ 'ce-my_ext': 'x' }, 'my_ext'],
+    [{ 'ce-origin_id': 'x' }, 'origin_id'],
+    [{ 'ce-__': 'x' }, '__'],
+    [{ 'ce-tenant_id': 'x', 'ce-tenantid': 'y' }, 'tenantid'],
     [{ 'ce-data': 'x' }, 'data'],
   ])('rejects %j with 400 naming %s', (patch, field) => {
     const r = parseHttpMessage({
@@ -128,7 +130,8 @@ describe('structured mode', () => {
     ['[]', 'body'],
     ['42', 'body'],
     [JSON.stringify({ ...structured, id: '' }), 'id'],
-    [JSON.stringify({ ...structured, 'Bad-Name': 1 }), 'Bad-Name'],
+    [JSON.stringify({ ...structured, 'Sub-Ject': 'x' }), 'Sub-Ject'],
+    [JSON.stringify({ ...structured, '--': 1 }), '--'],
   ])('rejects %s with 400 naming %s', (body, field) => {
     const r = parseHttpMessage({
       headers: { 'content-type': 'application/cloudevents+json' },
@@ -248,5 +251,86 @@ describe('interoperability with the cloudevents SDK', () => {
   it('keeps a header value with a stray % as sent (senders that do not encode)', () => {
     const r = parseHttpMessage({ headers: { ...ce, 'ce-note': '100%' }, body: '' })
     expect(r.ok && r.events[0]!.extensions).toEqual({ note: '100%' })
+  })
+})
+
+describe('what Python KRules sends', () => {
+  const krules = {
+    'ce-source': 'my-service',
+    'ce-id': 'c46118be',
+    'ce-type': 'order.created',
+    'ce-specversion': '1.0',
+    'ce-time': '2026-11-29T22:42:26.726468+00:00',
+    'ce-subject': 'order:1',
+    'ce-datacontenttype': 'None',
+    'ce-dataschema': 'None',
+    'ce-originid': 'c46118be',
+    'content-type': 'application/json',
+  }
+
+  it('reads extension names outside the alphabet normalised, None as absent, isoformat() times', () => {
+    const r = parseHttpMessage({
+      headers: {
+        ...krules,
+        'ce-tenant_id': 'acme',
+        'ce-region.code': 'eu',
+        'ce-flag': 'True',
+        'ce-nothing': 'None',
+      },
+      body: '{"a": 1}',
+    })
+    expect(r).toEqual({
+      ok: true,
+      mode: 'binary',
+      events: [
+        {
+          id: 'c46118be',
+          source: 'my-service',
+          type: 'order.created',
+          subject: 'order:1',
+          time: Date.UTC(2026, 10, 29, 22, 42, 26, 726),
+          originId: 'c46118be',
+          payload: { a: 1 },
+          // Values stay the text KRules sent (`str(value)` in Python).
+          extensions: { tenantid: 'acme', regioncode: 'eu', flag: 'True', nothing: 'None' },
+        },
+      ],
+    })
+  })
+
+  it('treats ce-__proto__ like any other name: read as extension "proto", never dropped', () => {
+    const r = parseHttpMessage({ headers: { ...krules, 'ce-__proto__': 'x' }, body: '{}' })
+    expect(r.ok && r.events[0]!.extensions).toEqual({ proto: 'x' })
+    expect(Object.getPrototypeOf(r.ok && r.events[0]!.extensions)).toBe(Object.prototype)
+  })
+
+  it("reads Python's bare NaN / Infinity / -Infinity tokens as those numbers, outside strings only", () => {
+    const r = parseHttpMessage({
+      headers: krules,
+      body: '{"nan": NaN, "inf": Infinity, "ninf": -Infinity, "s": "NaN Infinity \\" NaN", "l": [NaN]}',
+    })
+    expect(r.ok && r.events[0]!.payload).toEqual({
+      nan: Number.NaN,
+      inf: Number.POSITIVE_INFINITY,
+      ninf: Number.NEGATIVE_INFINITY,
+      s: 'NaN Infinity " NaN',
+      l: [Number.NaN],
+    })
+  })
+
+  it.each([
+    ['{"a": NaN', 'data'],
+    ['{"a": NaNa}', 'data'],
+    ['{"a": nan}', 'data'],
+  ])('still rejects JSON that is broken otherwise: %s', (body, field) => {
+    expect(fieldOf(parseHttpMessage({ headers: krules, body }))).toEqual([400, field])
+  })
+
+  it('keeps a dataschema that is not None', () => {
+    const r = parseHttpMessage({
+      headers: { ...krules, 'ce-dataschema': 'https://example.com/s.json' },
+      body: '{}',
+    })
+    expect(r.ok).toBe(true)
   })
 })

@@ -96,7 +96,12 @@ const prefixed = (name: string): string => {
  * Reads a Pub/Sub message as an incoming event. Understands the CloudEvents Pub/Sub binding in
  * binary mode (`ce-` attributes, validated by `fromCloudEvent` of `@substate/cloudevents`) and
  * structured mode (`Content-Type: application/cloudevents+json`), and the unprefixed attributes a
- * Python KRules publisher writes (read leniently: ext properties keep their names). Throws a
+ * Python KRules publisher writes (`type`, `subject`, `id`, `source`, `time`, `originid`,
+ * `propertyname`, the ext properties under their own names; `ce-type` and `contentType` ignored;
+ * no `specversion` needed). Every path validates with `fromCloudEvent` and reads extension names
+ * the same way: lower-cased, characters outside `[a-z0-9]` dropped (`tenant_id` → `tenantid`,
+ * `tenantId` → `tenantid`); a name left empty, one that reads as a context attribute or one that
+ * another attribute already reads as is rejected, never dropped. Throws a
  * `ValidationError` naming the attribute when the message is not an event (no type or subject, a
  * bad time, data that is not the JSON it claims to be).
  *
@@ -106,7 +111,8 @@ const prefixed = (name: string): string => {
 export function fromPubsubMessage(message: ReceivedMessage, fallbackSource: string): IncomingEvent {
   const attrs = message.attributes
   let contentType: string | undefined
-  const ce: Record<string, unknown> = {}
+  // No prototype: `ce-__proto__` is an attribute like any other (and gets the same checks).
+  const ce = Object.create(null) as Record<string, unknown>
   let binding = false
   for (const key in attrs) {
     const lower = key.toLowerCase()
@@ -142,28 +148,60 @@ export function fromPubsubMessage(message: ReceivedMessage, fallbackSource: stri
   return fromKrules(message, fallbackSource)
 }
 
+// Attributes of a KRules message that belong to Pub/Sub or repeat another one: not extensions.
+const KRULES_TRANSPORT = new Set(['ce-type', 'contentType', 'content-type', 'Content-Type'])
+
+/**
+ * A KRules message: its unprefixed attributes are read as a structured CloudEvent by
+ * `fromCloudEvent`, so they get the rules every other path gets (ext property names normalised,
+ * `tenant_id` → `tenantid`; names that read as a context attribute rejected; `None` as absent).
+ * KRules sends no `specversion` (pydantic drops the default).
+ */
 function fromKrules(message: ReceivedMessage, fallbackSource: string): IncomingEvent {
   const a = message.attributes
-  const required = (name: string, value: string | undefined): string => {
-    if (value === undefined || value === '') throw new ValidationError(name, 'missing')
-    return value
+  // No prototype: an attribute named `__proto__` is checked like any other.
+  const ce = Object.create(null) as Record<string, unknown>
+  for (const key in a) {
+    if (KRULES_TRANSPORT.has(key)) continue
+    // The data is the message's: an attribute of that name would pass for it.
+    if (key === 'data' || key === 'data_base64')
+      throw new ValidationError(key, `invalid extension name "${key}": a context attribute`)
+    ce[key] = a[key]
   }
-  const event: { -readonly [K in keyof IncomingEvent]: IncomingEvent[K] } = {
-    id: required('id', a.id ?? message.id),
-    source: required('source', a.source ?? fallbackSource),
-    // KRules' publisher writes `ce-type` beside `type`; its subscriber defaults plain messages.
-    type: required('type', a.type ?? a['ce-type'] ?? 'google.cloud.pubsub.message.v1'),
-    subject: required('subject', a.subject),
-    payload: payloadOf(message.data, a.datacontenttype ?? a.contentType),
+  ce.specversion ??= '1.0'
+  if (!ce.id) ce.id = message.id
+  if (!ce.source) ce.source = fallbackSource
+  // KRules' publisher writes `ce-type` beside `type`; its subscriber defaults plain messages.
+  if (!ce.type) ce.type = a['ce-type'] || 'google.cloud.pubsub.message.v1'
+  const published = message.publishTime?.valueOf()
+  if (ce.time === undefined && published !== undefined && Number.isFinite(Number(published)))
+    ce.time = new Date(Number(published)).toISOString()
+  // Declared JSON goes through fromCloudEvent as `data_base64`, so it reads Python's bare
+  // `NaN` / `Infinity` tokens as the HTTP path does.
+  const declared = a.datacontenttype ?? a.contentType
+  const json = message.data.length > 0 && declared !== undefined && isJson(declared)
+  if (json) {
+    ce.datacontenttype = declared
+    ce.data_base64 = message.data.toString('base64')
   }
-  const time = a.time === undefined ? message.publishTime?.valueOf() : Date.parse(a.time)
-  if (Number.isNaN(time)) throw new ValidationError('time', `not a timestamp: ${a.time}`)
-  if (time !== undefined) event.time = Number(time)
-  if (a.originid) event.originId = a.originid
-  if (a.propertyname) event.propertyName = a.propertyname
-  const extensions = Object.entries(a).filter(([k]) => !KRULES_CONTEXT.has(k))
-  if (extensions.length > 0) event.extensions = Object.fromEntries(extensions)
+  let event: { -readonly [K in keyof IncomingEvent]: IncomingEvent[K] }
+  try {
+    event = fromCloudEvent(ce)
+  } catch (e) {
+    if (isSubstateError(e, 'VALIDATION') && (e as ValidationError).field === 'data_base64')
+      throw new ValidationError('data', `declared ${declared} but is not JSON`)
+    throw e
+  }
+  if (!json) {
+    const payload = payloadOf(message.data, declared)
+    if (payload !== undefined) event.payload = payload
+  }
   return event
+}
+
+const isJson = (contentType: string): boolean => {
+  const type = contentType.split(';')[0]!.trim().toLowerCase()
+  return type === 'application/json' || type === 'text/json' || type.endsWith('+json')
 }
 
 /**
@@ -174,12 +212,7 @@ function payloadOf(data: Buffer, contentType: string | undefined): unknown {
   if (data.length === 0) return undefined
   const type =
     contentType === undefined ? undefined : contentType.split(';')[0]!.trim().toLowerCase()
-  if (
-    type === undefined ||
-    type === 'application/json' ||
-    type === 'text/json' ||
-    type.endsWith('+json')
-  ) {
+  if (type === undefined || isJson(type)) {
     try {
       return JSON.parse(data.toString('utf8'))
     } catch (e) {

@@ -107,7 +107,7 @@ describe('fromPubsubMessage', () => {
       payload: { property_name: 'temp', old_value: null, value: 21 },
       originId: 'origin-9',
       propertyName: 'temp',
-      extensions: { tenant_id: 'acme' },
+      extensions: { tenantid: 'acme' },
     })
   })
 
