@@ -1,6 +1,6 @@
 import type { Container, DeadLetter, GlobMatcher, SubstateEvent } from '@substate/core'
 import { compileGlob } from '@substate/core'
-import { Hono } from 'hono'
+import { type Context, Hono } from 'hono'
 import { type SSEStreamingApi, streamSSE } from 'hono/streaming'
 import { INSPECTOR_CSS, INSPECTOR_JS, inspectorHtml } from './inspector-page.js'
 import { type DispatchRecord, DispatchRecorder, describeError } from './inspector-recorder.js'
@@ -89,7 +89,8 @@ const SUBJECT_EVENTS = 20
  *
  * The JSON API under `api/` is what the page reads: `GET api/subjects?pattern=`,
  * `GET api/subject?name=`, `GET api/subject/stream?name=` (SSE `state`), `GET
- * api/events?type=&subject=` (SSE `batch`: `{ events, skipped }`), `GET api/cascades`,
+ * api/events?type=&subject=` (SSE `batch`: `{ events, skipped }`; both streams first send
+ * `ready` once subscribed), `GET api/cascades`,
  * `GET api/cascade?origin=`, `GET api/metrics`, `GET api/dead-letters`.
  *
  * @example
@@ -141,15 +142,16 @@ export function createInspector(
     c.header('Cache-Control', 'no-store')
   })
 
-  app.get('/', (c) => {
+  const page = (c: Context): Response => {
     let base = basePath ?? c.req.path
     if (!base.endsWith('/')) base += '/'
     c.header(
       'Content-Security-Policy',
       "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
     )
-    return c.html(inspectorHtml(base))
-  })
+    return c.html(inspectorHtml(base)) as Response
+  }
+  app.get('/', page)
   app.get('/inspector.js', (c) =>
     c.body(INSPECTOR_JS, 200, { 'content-type': 'text/javascript; charset=utf-8' }),
   )
@@ -243,7 +245,6 @@ export function createInspector(
     return streamSSE(c, async (stream) => {
       let batch: SubstateEvent[] = []
       let skipped = 0
-      await stream.writeSSE({ event: 'ready', data: '{}' })
       await live(
         stream,
         pump,
@@ -311,6 +312,8 @@ export function createInspector(
     return c.json({ configured: true, items })
   })
 
+  // Mounted with app.route('/inspector', ...), '/' is '/inspector': serve '/inspector/' too.
+  app.get('/*', (c, next) => (c.req.path.endsWith('/') ? page(c) : next()))
   return app
 }
 
@@ -383,7 +386,7 @@ function dispatched(r: DispatchRecord): InspectedEvent & {
 
 /**
  * Runs a live stream until the client goes away or the container closes: `subscribe` starts the
- * source, `flush` sends what gathered (resolving `true` when it wrote) every `interval` ms, a
+ * source (then a `ready` message goes out), `flush` sends what gathered (resolving `true` when it wrote) every `interval` ms, a
  * keep-alive comment goes out after `heartbeat` ms of silence. Awaiting each write paces a slow
  * client: what arrives meanwhile is batched or skipped by `flush`'s owner, never queued unbounded.
  */
@@ -403,6 +406,8 @@ async function live(
   const unsubscribe = subscribe(end)
   let quiet = 0
   try {
+    // Tells the client the stream is subscribed: what happens from now on will be sent.
+    await stream.writeSSE({ event: 'ready', data: '{}' })
     while (!ended) {
       quiet = (await flush()) ? 0 : quiet + interval
       if (quiet >= heartbeat) {
