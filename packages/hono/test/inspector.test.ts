@@ -10,11 +10,14 @@ import { Hono } from 'hono'
 import { afterEach, describe, expect, it } from 'vitest'
 import { listen } from './_support.js'
 
+// biome-ignore lint/suspicious/noExplicitAny: JSON of several shapes, checked by the assertions
+type Json = any
+
 /** Reads named SSE messages (`event:` + JSON `data:`) from a response body, in order. */
-function sse(res: Response): { next(): Promise<{ event: string; data: any }>; cancel(): void } {
+function sse(res: Response): { next(): Promise<{ event: string; data: Json }>; cancel(): void } {
   const reader = res.body!.pipeThrough(new TextDecoderStream()).getReader()
-  const queue: { event: string; data: any }[] = []
-  const waiting: ((m: { event: string; data: any }) => void)[] = []
+  const queue: { event: string; data: Json }[] = []
+  const waiting: ((m: { event: string; data: Json }) => void)[] = []
   let buffer = ''
   void (async () => {
     for (;;) {
