@@ -263,7 +263,7 @@ export const INSPECTOR_JS: string = String.raw`'use strict'
             h('td', { class: 'mono' }, clock(e.time)), h('td', null, e.type), h('td', null, subjectLink(e.subject)),
             h('td', null, cascadeLink(e.originId)), h('td', { class: 'mono payload' }, e.payload)))
         }
-        if (b.skipped > 0) frag.append(h('tr', { class: 'skipped' }, h('td', { colspan: 5 }, '… ' + b.skipped + ' more events skipped')))
+        if (b.skipped > 0) frag.append(h('tr', { class: 'skipped' }, h('td', { colspan: 5 }, '… ' + b.skipped + ' earlier event' + (b.skipped === 1 ? '' : 's') + ' skipped')))
       }
       pending = []
       body.insertBefore(frag, body.firstChild)

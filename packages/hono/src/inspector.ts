@@ -32,8 +32,9 @@ export interface InspectorOptions {
    */
   readonly cascades?: number
   /**
-   * Most events a live stream sends a client per `streamInterval`; the rest of that interval is
-   * counted and reported as skipped, so a busy container never floods the page.
+   * Most events a live stream sends a client per `streamInterval`: the latest ones; the earlier
+   * ones of that interval are counted and reported as skipped, so a busy container never floods
+   * the page.
    * @default 50
    */
   readonly streamBatch?: number
@@ -79,7 +80,7 @@ const SUBJECT_EVENTS = 20
  * - **Subjects**: names matching a glob (through `subjects`, else the ones seen in events), new
  *   ones appearing live; a subject's properties and ext properties, re-read after each of its
  *   events (ext changes show with the next event of the subject).
- * - **Events**: the live stream filtered by type and subject globs, at most `streamBatch` events
+ * - **Events**: the live stream filtered by type and subject globs, the latest `streamBatch` events
  *   per `streamInterval` per page, with a count of the ones skipped.
  * - **Cascades**: all events of one origin id as a tree, with each dispatch's duration and the
  *   failures of its handlers (attempts, dead-lettered). The inspector records them from the
@@ -252,8 +253,12 @@ export function createInspector(
           const sub = container.events$.subscribe({
             next(e) {
               if ((type && !type(e.type)) || (subject && !subject(e.subject))) return
-              if (batch.length < streamBatch) batch.push(e)
-              else skipped++
+              // The latest events win: a live view shows what happens now, and counts the rest.
+              batch.push(e)
+              if (batch.length > streamBatch) {
+                batch.shift()
+                skipped++
+              }
             },
             complete: ended,
             error: ended,
