@@ -19,136 +19,174 @@ export interface DispatchRecord {
   /** Milliseconds since the epoch when its dispatch began. */
   readonly startedAt: number
   /** Duration of the whole dispatch (handlers and the cascade they caused), ms; unset while running. */
-  durationMs: number | undefined
-  readonly failures: RecordedFailure[]
+  readonly durationMs: number | undefined
+  readonly failures: readonly RecordedFailure[]
 }
+
+/** One cascade in the list of recent ones: its first event seen, how many events and failures. */
+export interface CascadeSummary {
+  readonly originId: string
+  readonly type: string
+  readonly subject: string
+  readonly startedAt: number
+  readonly events: number
+  readonly failures: number
+}
+
+const NONE: readonly RecordedFailure[] = []
 
 /**
  * Records each dispatch of a container for the cascade view: a middleware (registered last, so the
  * innermost) times the dispatch of each event once and notes which event's dispatch it ran inside
- * (an AsyncLocalStorage frame, the same way core carries a cascade's scope), and an `onError` hook
- * attaches failures. Keeps the last `capacity` records (a ring); `close()` unregisters both.
+ * (an AsyncLocalStorage frame holding the parent's sequence number, the way core carries a
+ * cascade's scope), and an `onError` hook attaches failures. Keeps the last `capacity` dispatches
+ * in a ring of parallel arrays: no object is allocated and kept per event, which would make every
+ * record survive into the old generation and the garbage collector pay for it.
  */
 export class DispatchRecorder {
-  readonly #ring: (DispatchRecord | undefined)[]
-  readonly #byId = new Map<string, DispatchRecord>()
-  readonly #frames = new AsyncLocalStorage<DispatchRecord>()
+  readonly #capacity: number
+  readonly #events: (SubstateEvent | undefined)[]
+  readonly #parents: (string | undefined)[]
+  readonly #seqs: Float64Array
+  readonly #starts: Float64Array
+  /** Duration in ms, or -1 while the dispatch runs. */
+  readonly #durations: Float64Array
+  /** Failures by sequence number; entries leave with their slot. */
+  readonly #failures = new Map<number, RecordedFailure[]>()
+  readonly #frames = new AsyncLocalStorage<number>()
   readonly #unsubscribe: (() => void)[]
-  #next = 0
   #seq = 0
 
   constructor(container: Container, capacity: number) {
     if (!(Number.isInteger(capacity) && capacity > 0))
       throw new TypeError(`cascade capacity must be a positive integer, got ${capacity}`)
-    this.#ring = new Array(capacity)
+    this.#capacity = capacity
+    this.#events = new Array(capacity).fill(undefined)
+    this.#parents = new Array(capacity).fill(undefined)
+    this.#seqs = new Float64Array(capacity).fill(-1)
+    this.#starts = new Float64Array(capacity)
+    this.#durations = new Float64Array(capacity)
     this.#unsubscribe = [
       container.middleware((ctx, next) => {
-        const parent = this.#frames.getStore()
-        const record = this.#record(
-          ctx.event,
-          parent !== undefined && parent.event.originId === ctx.originId
-            ? parent.event.id
-            : undefined,
-        )
         const started = performance.now()
-        return this.#frames.run(record, async () => {
-          try {
-            await next()
-          } finally {
-            record.durationMs = performance.now() - started
-          }
+        const seq = this.#record(ctx.event, this.#frames.getStore(), started)
+        const slot = seq % capacity
+        const done = (): void => {
+          if (this.#seqs[slot] === seq) this.#durations[slot] = performance.now() - started
+        }
+        // No async wrapper: one promise less per event on the hot path.
+        return this.#frames.run(seq, next).then(done, (e: unknown) => {
+          done()
+          throw e
         })
       }),
       container.onError((f) => this.#failure(f)),
     ]
   }
 
-  #record(event: SubstateEvent, parentId: string | undefined): DispatchRecord {
-    const record: DispatchRecord = {
-      event,
-      parentId,
-      seq: this.#seq++,
-      startedAt: Date.now(),
-      durationMs: undefined,
-      failures: [],
+  /** Stores an event in the next slot; returns its sequence number. */
+  #record(event: SubstateEvent, parentSeq: number | undefined, at: number): number {
+    const seq = this.#seq++
+    const slot = seq % this.#capacity
+    const evicted = this.#seqs[slot]!
+    if (evicted >= 0 && this.#failures.size > 0) this.#failures.delete(evicted)
+    let parent: string | undefined
+    if (parentSeq !== undefined) {
+      const p = parentSeq % this.#capacity
+      const pe = this.#events[p]
+      // The parent is still in the ring and of the same cascade (a detached emit starts its own).
+      if (this.#seqs[p] === parentSeq && pe !== undefined && pe.originId === event.originId)
+        parent = pe.id
     }
-    const evicted = this.#ring[this.#next]
-    if (evicted !== undefined && this.#byId.get(evicted.event.id) === evicted)
-      this.#byId.delete(evicted.event.id)
-    this.#ring[this.#next] = record
-    this.#next = (this.#next + 1) % this.#ring.length
-    this.#byId.set(event.id, record)
-    return record
+    this.#events[slot] = event
+    this.#parents[slot] = parent
+    this.#seqs[slot] = seq
+    this.#starts[slot] = performance.timeOrigin + at
+    this.#durations[slot] = -1
+    return seq
   }
 
   #failure(f: HandlerFailure): void {
     // A failure of an event the middleware did not see (it ran before the inspector was created,
     // or fell out of the ring) still gets a record, without timing or parent.
-    const record = this.#byId.get(f.event.id) ?? this.#record(f.event, undefined)
+    const seq = this.#find(f.event) ?? this.#record(f.event, undefined, performance.now())
     const cause = (f.error as { cause?: unknown }).cause
-    record.failures.push({
+    const failure: RecordedFailure = {
       handler: f.handler,
       error: describeError(cause instanceof Error ? cause : f.error),
       attempts: f.attempts,
       deadLettered: f.deadLettered,
-    })
+    }
+    const list = this.#failures.get(seq)
+    if (list === undefined) this.#failures.set(seq, [failure])
+    else list.push(failure)
+  }
+
+  /** The latest sequence number of `event`: failures are rare, so a scan beats an index per event. */
+  #find(event: SubstateEvent): number | undefined {
+    for (let seq = this.#seq - 1; seq >= 0 && seq >= this.#seq - this.#capacity; seq--) {
+      const e = this.#events[seq % this.#capacity]
+      if (e !== undefined && e.id === event.id && e.source === event.source) return seq
+    }
+    return undefined
+  }
+
+  #read(seq: number): DispatchRecord {
+    const slot = seq % this.#capacity
+    const duration = this.#durations[slot]!
+    return {
+      event: this.#events[slot]!,
+      parentId: this.#parents[slot],
+      seq,
+      startedAt: this.#starts[slot]!,
+      durationMs: duration < 0 ? undefined : duration,
+      failures: this.#failures.get(seq) ?? NONE,
+    }
   }
 
   /** The records of one cascade, in start order. */
   cascade(originId: string): DispatchRecord[] {
     const out: DispatchRecord[] = []
-    for (const r of this.#ring) if (r !== undefined && r.event.originId === originId) out.push(r)
-    return out.sort((a, b) => a.seq - b.seq)
+    for (let seq = Math.max(0, this.#seq - this.#capacity); seq < this.#seq; seq++) {
+      if (this.#events[seq % this.#capacity]?.originId === originId) out.push(this.#read(seq))
+    }
+    return out
   }
 
   /** The most recent cascades (one entry per origin id), newest first. */
   origins(limit: number): CascadeSummary[] {
-    const byOrigin = new Map<string, CascadeSummary & { first: number; last: number }>()
-    for (const r of this.#ring) {
-      if (r === undefined) continue
-      let s = byOrigin.get(r.event.originId)
+    const byOrigin = new Map<string, { first: number; events: number; failures: number }>()
+    // Newest first, so the map's insertion order is the order of the answer.
+    for (let seq = this.#seq - 1; seq >= 0 && seq >= this.#seq - this.#capacity; seq--) {
+      const e = this.#events[seq % this.#capacity]!
+      let s = byOrigin.get(e.originId)
       if (s === undefined) {
-        s = {
-          originId: r.event.originId,
-          type: r.event.type,
-          subject: r.event.subject,
-          startedAt: r.startedAt,
-          events: 0,
-          failures: 0,
-          first: r.seq,
-          last: r.seq,
-        }
-        byOrigin.set(r.event.originId, s)
+        s = { first: seq, events: 0, failures: 0 }
+        byOrigin.set(e.originId, s)
       }
+      s.first = seq
       s.events++
-      s.failures += r.failures.length
-      if (r.seq < s.first) {
-        s.first = r.seq
-        s.type = r.event.type
-        s.subject = r.event.subject
-        s.startedAt = r.startedAt
-      }
-      if (r.seq > s.last) s.last = r.seq
+      s.failures += this.#failures.get(seq)?.length ?? 0
     }
-    return [...byOrigin.values()]
-      .sort((a, b) => b.last - a.last)
-      .slice(0, limit)
-      .map(({ first: _f, last: _l, ...s }) => s)
+    const out: CascadeSummary[] = []
+    for (const [originId, s] of byOrigin) {
+      if (out.length === limit) break
+      const first = this.#read(s.first)
+      out.push({
+        originId,
+        type: first.event.type,
+        subject: first.event.subject,
+        startedAt: first.startedAt,
+        events: s.events,
+        failures: s.failures,
+      })
+    }
+    return out
   }
 
   close(): void {
     for (const u of this.#unsubscribe) u()
   }
-}
-
-/** One cascade in the list of recent ones: its first event seen, how many events and failures. */
-export interface CascadeSummary {
-  readonly originId: string
-  type: string
-  subject: string
-  startedAt: number
-  events: number
-  failures: number
 }
 
 export function describeError(e: unknown): string {

@@ -212,6 +212,35 @@ describe('createInspector', () => {
     ])
   })
 
+  it('parents concurrent nested emits right, and keeps only the last `cascades` dispatches', async () => {
+    const container = createContainer({ source: 'fan' })
+    open.push(container)
+    container.on('fan.out', async (ctx) => {
+      await Promise.all([ctx.emit('fan.a'), ctx.emit('fan.b')])
+    })
+    container.on('fan.a', async (ctx) => {
+      await ctx.emit('fan.a.leaf')
+    })
+    const app = createInspector(container, { cascades: 8 })
+    const { event } = await container.emit('fan.out', 'x:1')
+    const { events } = await (await app.request(`/api/cascade?origin=${event.originId}`)).json()
+    const parentOf = Object.fromEntries(
+      events.map((e: { type: string; parentId: string | null }) => [
+        e.type,
+        events.find((p: { id: string }) => p.id === e.parentId)?.type ?? null,
+      ]),
+    )
+    expect(parentOf).toEqual({
+      'fan.out': null,
+      'fan.a': 'fan.out',
+      'fan.b': 'fan.out',
+      'fan.a.leaf': 'fan.a',
+    })
+    for (let i = 0; i < 10; i++) await container.emit('noise', 'x:2')
+    const { cascades } = await (await app.request('/api/cascades')).json()
+    expect(cascades.map((c: { type: string }) => c.type)).toEqual(Array(8).fill('noise'))
+  })
+
   it('shows cascade events dispatched before it existed from the event log, without timing', async () => {
     const container = createContainer({ source: 'late' })
     open.push(container)
