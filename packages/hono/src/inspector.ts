@@ -3,7 +3,12 @@ import { compileGlob } from '@substate/core'
 import { type Context, Hono } from 'hono'
 import { type SSEStreamingApi, streamSSE } from 'hono/streaming'
 import { INSPECTOR_CSS, INSPECTOR_JS, inspectorHtml } from './inspector-page.js'
-import { type DispatchRecord, DispatchRecorder, describeError } from './inspector-recorder.js'
+import {
+  type CascadeSummary,
+  type DispatchRecord,
+  DispatchRecorder,
+  describeError,
+} from './inspector-recorder.js'
 
 /** Options of {@link createInspector}. */
 export interface InspectorOptions {
@@ -27,7 +32,10 @@ export interface InspectorOptions {
    */
   readonly deadLetters?: () => Promise<readonly DeadLetter[]> | readonly DeadLetter[]
   /**
-   * Dispatch records kept for the cascade view (a ring: older ones are dropped).
+   * Dispatches recorded for the cascade view (a ring: older ones are dropped). Recording is a
+   * middleware on every dispatch (it costs throughput while the inspector is mounted); `0` turns
+   * it off, and the cascade view then lists what `container.eventLog` holds, without timings,
+   * nesting or failures.
    * @default 5_000
    */
   readonly cascades?: number
@@ -125,7 +133,10 @@ export function createInspector(
     if (!(Number.isInteger(value) && value > 0))
       throw new TypeError(`${name} must be a positive integer, got ${value}`)
   }
-  const recorder = new DispatchRecorder(container, cascades)
+  if (!(Number.isInteger(cascades) && cascades >= 0))
+    throw new TypeError(`cascades must be an integer >= 0, got ${cascades}`)
+  // Recording costs a middleware on every dispatch; `cascades: 0` leaves the hot path alone.
+  const recorder = cascades > 0 ? new DispatchRecorder(container, cascades) : undefined
   // A future `container.subjects(pattern)` takes over from the option when present.
   const list =
     subjects ??
@@ -177,7 +188,7 @@ export function createInspector(
     } else {
       const seen = new Set<string>()
       for (const e of container.eventLog.recent()) if (match(e.subject)) seen.add(e.subject)
-      for (const s of recorder.origins(Number.MAX_SAFE_INTEGER))
+      for (const s of recorder?.origins(Number.MAX_SAFE_INTEGER) ?? [])
         if (match(s.subject)) seen.add(s.subject)
       for (const name of seen) {
         if (names.length === maxSubjects) {
@@ -279,13 +290,13 @@ export function createInspector(
 
   app.get('/api/cascades', (c) => {
     const limit = Math.min(Number(c.req.query('limit')) || 100, 1_000)
-    return c.json({ cascades: recorder.origins(limit) })
+    return c.json({ cascades: recorder?.origins(limit) ?? logOrigins(container, limit) })
   })
 
   app.get('/api/cascade', (c) => {
     const origin = c.req.query('origin')
     if (!origin) return c.json({ error: 'an origin id is needed: ?origin=', field: 'origin' }, 400)
-    const records = recorder.cascade(origin)
+    const records = recorder?.cascade(origin) ?? []
     const seen = new Set(records.map((r) => r.event.id))
     const events = records.map(dispatched)
     // Events of the cascade the recorder did not see (dispatched before the inspector existed,
@@ -320,6 +331,27 @@ export function createInspector(
   // Mounted with app.route('/inspector', ...), '/' is '/inspector': serve '/inspector/' too.
   app.get('/*', (c, next) => (c.req.path.endsWith('/') ? page(c) : next()))
   return app
+}
+
+/** Without a recorder: the cascades of the container's event log, newest first, untimed. */
+function logOrigins(container: Container, limit: number): CascadeSummary[] {
+  const byOrigin = new Map<string, { first: SubstateEvent; events: number }>()
+  for (const e of container.eventLog.recent()) {
+    const s = byOrigin.get(e.originId)
+    if (s === undefined) byOrigin.set(e.originId, { first: e, events: 1 })
+    else {
+      s.first = e
+      s.events++
+    }
+  }
+  return [...byOrigin].slice(0, limit).map(([originId, { first, events }]) => ({
+    originId,
+    type: first.type,
+    subject: first.subject,
+    startedAt: first.time,
+    events,
+    failures: 0,
+  }))
 }
 
 function glob(pattern: string | undefined, field: string): GlobMatcher | Response | undefined {

@@ -248,6 +248,15 @@ describe('createInspector', () => {
     const [early] = container.eventLog.recent(1)
     const app = createInspector(container)
     const { events } = await (await app.request(`/api/cascade?origin=${early!.originId}`)).json()
+    // With recording off, the list and the events come from the event log.
+    const off = createInspector(container, { cascades: 0 })
+    const list = await (await off.request('/api/cascades')).json()
+    expect(list.cascades).toEqual([
+      expect.objectContaining({ originId: early!.originId, type: 'early', events: 1, failures: 0 }),
+    ])
+    expect(
+      (await (await off.request(`/api/cascade?origin=${early!.originId}`)).json()).events,
+    ).toEqual(events)
     expect(events).toEqual([
       expect.objectContaining({ id: early!.id, parentId: null, durationMs: null, failures: [] }),
     ])
@@ -327,5 +336,6 @@ describe('createInspector', () => {
     open.push(container)
     expect(() => createInspector(container, { streamBatch: 0 })).toThrow(TypeError)
     expect(() => createInspector(container, { cascades: -1 })).toThrow(TypeError)
+    expect(() => createInspector(container, { cascades: 1.5 })).toThrow(TypeError)
   })
 })
