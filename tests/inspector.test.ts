@@ -215,6 +215,16 @@ describe.skipIf(!present)('the inspector in a headless browser', () => {
     expect(await page.locator('main img').count()).toBe(0)
   })
 
+  it('lists recent cascades, newest first, with their failures', async () => {
+    await open('#/cascades')
+    const row = page.locator('main tbody tr', { hasText: 'device:7' }).first()
+    await row.waitFor()
+    await expect(row.locator('.badge.bad').textContent()).resolves.toBe('1')
+    await shot('cascades')
+    await row.getByRole('link', { name: 'device.reading' }).click()
+    await page.locator('#cascade-tree li').first().waitFor()
+  })
+
   it('keeps up with a burst of thousands of events: batched, counted, the page stays responsive', async () => {
     await open('#/events')
     await page.fill('input[name="type"]', 'burst.*')
