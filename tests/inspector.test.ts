@@ -210,7 +210,7 @@ describe.skipIf(!present)('the inspector in a headless browser', () => {
     await shot('cascade')
 
     // Nothing hostile ran anywhere along the way.
-    expect(await page.evaluate(() => (window as { __xss?: number }).__xss)).toBeUndefined()
+    expect(await page.evaluate('window.__xss')).toBeUndefined()
     expect(await page.locator('script').count()).toBe(1)
     expect(await page.locator('main img').count()).toBe(0)
   })
@@ -235,12 +235,12 @@ describe.skipIf(!present)('the inspector in a headless browser', () => {
     for (let i = 0; i < total; i++) await container.emit('burst.tick', `load:${i % 50}`, { i })
     const emitted = performance.now() - started
     // Every event is either shown or counted as skipped, and the table stays bounded.
-    await page.waitForFunction((n) => {
-      const m = /^(\d+) shown, (\d+) skipped/.exec(
-        document.getElementById('event-counters')?.textContent ?? '',
-      )
-      return m !== null && Number(m[1]) + Number(m[2]) === n
-    }, total)
+    await page.waitForFunction(
+      `(() => {
+        const m = /^(\\d+) shown, (\\d+) skipped/.exec(document.getElementById('event-counters')?.textContent ?? '')
+        return m !== null && Number(m[1]) + Number(m[2]) === ${total}
+      })()`,
+    )
     const rows = await page.locator('#event-rows tr').count()
     expect(rows).toBeGreaterThan(0)
     expect(rows).toBeLessThanOrEqual(300)
@@ -264,6 +264,6 @@ describe.skipIf(!present)('the inspector in a headless browser', () => {
     await entry.waitFor()
     await expect(entry.textContent()).resolves.toContain('pager unreachable')
     await shot('dead-letters')
-    expect(await page.evaluate(() => (window as { __xss?: number }).__xss)).toBeUndefined()
+    expect(await page.evaluate('window.__xss')).toBeUndefined()
   })
 })

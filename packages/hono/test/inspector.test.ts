@@ -13,6 +13,11 @@ import { listen } from './_support.js'
 // biome-ignore lint/suspicious/noExplicitAny: JSON of several shapes, checked by the assertions
 type Json = any
 
+/** GET through `app.request`, answered JSON. */
+async function get(app: Hono, path: string): Promise<Json> {
+  return (await app.request(path)).json()
+}
+
 /** Reads named SSE messages (`event:` + JSON `data:`) from a response body, in order. */
 function sse(res: Response): { next(): Promise<{ event: string; data: Json }>; cancel(): void } {
   const reader = res.body!.pipeThrough(new TextDecoderStream()).getReader()
@@ -134,17 +139,17 @@ describe('createInspector', () => {
     await container.receive(reading('r1', 'device:1', 10))
     await container.receive(reading('r2', 'device:2', 20))
     await container.receive(reading('r3', 'room:1', 30))
-    const all = await (await app.request('/inspector/api/subjects')).json()
+    const all = await get(app, '/inspector/api/subjects')
     expect(all).toEqual({
       pattern: '**',
       source: 'storage',
       names: ['device:1', 'device:2', 'room:1'],
       truncated: false,
     })
-    const devices = await (await app.request('/inspector/api/subjects?pattern=device:*')).json()
+    const devices = await get(app, '/inspector/api/subjects?pattern=device:*')
     expect(devices.names).toEqual(['device:1', 'device:2'])
 
-    const subject = await (await app.request('/inspector/api/subject?name=device%3A1')).json()
+    const subject = await get(app, '/inspector/api/subject?name=device%3A1')
     expect(subject).toMatchObject({ name: 'device:1', props: { cpu: 10 }, ext: { model: 'x1' } })
     expect(subject.events.map((e: { type: string }) => e.type)).toEqual([
       'device.reading',
@@ -158,7 +163,7 @@ describe('createInspector', () => {
     open.push(container)
     const app = createInspector(container, { maxSubjects: 2 })
     for (const name of ['a:1', 'a:2', 'a:3', 'b:1']) await container.emit('ping', name)
-    const res = await (await app.request('/api/subjects?pattern=a:*')).json()
+    const res = await get(app, '/api/subjects?pattern=a:*')
     expect(res.source).toBe('events')
     expect(res.names).toHaveLength(2)
     expect(res.truncated).toBe(true)
@@ -168,7 +173,7 @@ describe('createInspector', () => {
     const { container, app } = setup()
     const result = await container.receive({ ...reading('hot', 'device:9', 99), originId: 'o-1' })
     expect(result.status).toBe('handled')
-    const { events } = await (await app.request('/inspector/api/cascade?origin=o-1')).json()
+    const { events } = await get(app, '/inspector/api/cascade?origin=o-1')
     const byType = (t: string) => events.filter((e: { type: string }) => e.type === t)
     const [root] = byType('device.reading')
     const [cpu] = byType(SUBJECT_PROPERTY_CHANGED)
@@ -189,7 +194,7 @@ describe('createInspector', () => {
     ])
     expect(JSON.parse(alert.payload)).toEqual({ cpu: 99 })
 
-    const { cascades } = await (await app.request('/inspector/api/cascades')).json()
+    const { cascades } = await get(app, '/inspector/api/cascades')
     expect(cascades[0]).toMatchObject({
       originId: 'o-1',
       type: 'device.reading',
@@ -199,9 +204,9 @@ describe('createInspector', () => {
     })
     expect((await app.request('/inspector/api/cascade')).status).toBe(400)
 
-    const metrics = await (await app.request('/inspector/api/metrics')).json()
+    const metrics = await get(app, '/inspector/api/metrics')
     expect(metrics.handlers.pager).toMatchObject({ processed: 1, failed: 1, retried: 2 })
-    const dead = await (await app.request('/inspector/api/dead-letters')).json()
+    const dead = await get(app, '/inspector/api/dead-letters')
     expect(dead.configured).toBe(true)
     expect(dead.items).toEqual([
       expect.objectContaining({
@@ -223,7 +228,7 @@ describe('createInspector', () => {
     })
     const app = createInspector(container, { cascades: 8 })
     const { event } = await container.emit('fan.out', 'x:1')
-    const { events } = await (await app.request(`/api/cascade?origin=${event.originId}`)).json()
+    const { events } = await get(app, `/api/cascade?origin=${event.originId}`)
     const parentOf = Object.fromEntries(
       events.map((e: { type: string; parentId: string | null }) => [
         e.type,
@@ -237,7 +242,7 @@ describe('createInspector', () => {
       'fan.a.leaf': 'fan.a',
     })
     for (let i = 0; i < 10; i++) await container.emit('noise', 'x:2')
-    const { cascades } = await (await app.request('/api/cascades')).json()
+    const { cascades } = await get(app, '/api/cascades')
     expect(cascades.map((c: { type: string }) => c.type)).toEqual(Array(8).fill('noise'))
   })
 
@@ -247,20 +252,18 @@ describe('createInspector', () => {
     await container.emit('early', 'x:1')
     const [early] = container.eventLog.recent(1)
     const app = createInspector(container)
-    const { events } = await (await app.request(`/api/cascade?origin=${early!.originId}`)).json()
+    const { events } = await get(app, `/api/cascade?origin=${early!.originId}`)
     // With recording off, the list and the events come from the event log.
     const off = createInspector(container, { cascades: 0 })
-    const list = await (await off.request('/api/cascades')).json()
+    const list = await get(off, '/api/cascades')
     expect(list.cascades).toEqual([
       expect.objectContaining({ originId: early!.originId, type: 'early', events: 1, failures: 0 }),
     ])
-    expect(
-      (await (await off.request(`/api/cascade?origin=${early!.originId}`)).json()).events,
-    ).toEqual(events)
+    expect((await get(off, `/api/cascade?origin=${early!.originId}`)).events).toEqual(events)
     expect(events).toEqual([
       expect.objectContaining({ id: early!.id, parentId: null, durationMs: null, failures: [] }),
     ])
-    const dead = await (await app.request('/api/dead-letters')).json()
+    const dead = await get(app, '/api/dead-letters')
     expect(dead).toEqual({ configured: false, items: [] })
   })
 
