@@ -3,8 +3,13 @@
  */
 import type { AddressInfo } from 'node:net'
 import { serve } from '@hono/node-server'
-import { type Container, createContainer, type SubjectStorage } from '@substate/core'
-import { createReceiver } from '@substate/hono'
+import {
+  type Container,
+  createContainer,
+  createMemoryStorage,
+  type SubjectStorage,
+} from '@substate/core'
+import { createInspector, createReceiver } from '@substate/hono'
 import { deviceHealthRules } from './rules.js'
 
 /** Options of {@link startDeviceHealth}. */
@@ -33,9 +38,13 @@ export async function startDeviceHealth({
   storage,
   log = console.log,
 }: DeviceHealthOptions = {}): Promise<DeviceHealthService> {
-  const container = createContainer({ source: 'device-health', ...(storage ? { storage } : {}) })
+  const store = storage ?? createMemoryStorage()
+  const container = createContainer({ source: 'device-health', storage: store })
   deviceHealthRules(container, log)
   const app = createReceiver(container)
+  // The read-only inspector page; this service listens on loopback: put your own auth in front
+  // (app.use('/inspector/*', ...)) before serving it anywhere else.
+  app.route('/inspector', createInspector(container, { subjects: store.subjects.bind(store) }))
   const server = await new Promise<ReturnType<typeof serve>>((resolve, reject) => {
     const s = serve({ fetch: app.fetch, port, hostname }, () => resolve(s))
     s.once('error', (e: NodeJS.ErrnoException) =>

@@ -1,7 +1,8 @@
 /**
  * A Hono app for Substate: a CloudEvents receiver (binary, structured and batch modes) that
  * handles each event in a unit of work and answers only once it is stored, plus a subject API,
- * a Server-Sent Events stream, health checks and Prometheus metrics.
+ * a Server-Sent Events stream, health checks and Prometheus metrics; and `createInspector`, an
+ * opt-in read-only web page to watch subjects, events and cascades live.
  *
  * @example
  * import { serve } from '@hono/node-server'
@@ -17,5 +18,7 @@
  * @module
  */
 
+export type { InspectedEvent, InspectorOptions } from './inspector.js'
+export { createInspector } from './inspector.js'
 export type { ReceiverOptions, WebhookOptions } from './receiver.js'
 export { createReceiver } from './receiver.js'
