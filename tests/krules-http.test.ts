@@ -164,9 +164,8 @@ describe('requests recorded from KRules 3.1.1 HTTP dispatcher, replayed to creat
     expect(seen[0]!.event.extensions).toMatchObject({ regioncode: 'eu', tenantid: 'acme' })
   })
 
-  // The lead fills ctx.oldValue / ctx.newValue from the payload of received property events in
-  // core (DESIGN §8); until that is merged this fails, and `.fails` keeps it visible.
-  it.fails('property events: ctx.oldValue / ctx.newValue come from the payload', async () => {
+  // Received property events carry their values from the payload, as local ones do (DESIGN §8).
+  it('property events: ctx.oldValue / ctx.newValue come from the payload', async () => {
     const c = sent.find((s) => s.title.startsWith('property-changed, old value present'))!
     const { seen, port, host } = await substateReceiver()
     expect((await rawRequest(port, replayBytes(c.request, host))).status).toBe(202)

@@ -141,7 +141,7 @@ describeWith('redis', 'KRules Redis hashes ↔ Substate (real Redis)', () => {
   // Target (DESIGN §3.13, owned by the storage engineer): the subject loads, the non-JSON values
   // are left out of props and listed in `invalid` with their text in `raw`. Remove `.fails` once
   // that is merged.
-  it.fails('NaN / Infinity values are surfaced in `invalid`, the rest loads', async () => {
+  it('NaN / Infinity values are surfaced in `invalid`, the rest loads', async () => {
     const state = redisStates.filter((s) => s.scenario === 'non-finite-and-nul').at(-1)!
     await writeRaw(state.subject, state.hash)
     const snapshot = await make().load(state.subject)
