@@ -41,12 +41,6 @@ export class Lifecycle implements WorkTracker {
     if (--this.#inflight === 0) this.#idle?.()
   }
 
-  /** Counts `work` as in flight until it settles. */
-  track<T>(work: Promise<T>): Promise<T> {
-    this.#inflight++
-    return work.finally(() => this.leave())
-  }
-
   onStart(hook: Hook): Unsubscribe {
     this.#startHooks.add(hook)
     return unsubscribe(() => this.#startHooks.delete(hook))
