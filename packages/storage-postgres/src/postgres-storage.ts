@@ -1,8 +1,5 @@
 import { createHash } from 'node:crypto'
 import {
-  type Change,
-  type CommitOptions,
-  type CommitResult,
   compileGlob,
   type JsonValue,
   type OutboxStore,
@@ -14,20 +11,17 @@ import {
   type UnitCommitResult,
 } from '@substate/core'
 import {
+  type AdapterOptions,
+  AdapterShell,
+  adapterDefaults,
   type BatchEntry,
-  type CommitBackend,
-  CommitQueue,
-  type CompareAndSetOptions,
   type EntryOutcome,
-  InFlight,
   literalPrefix,
   losesPrecision,
   objectMembers,
   parseRaw,
   type Raw,
-  retryPolicy,
   SnapshotBuilder,
-  UnitQueue,
 } from '@substate/core/storage-kit'
 import { type Statements, statements } from './sql.js'
 
@@ -63,7 +57,7 @@ export interface PgQueryable {
 }
 
 /** Options of {@link createPostgresStorage}. */
-export interface PostgresStorageOptions extends CompareAndSetOptions {
+export interface PostgresStorageOptions extends AdapterOptions {
   /** The `pg` Pool (or Client). The storage runs queries on it and never ends it. */
   readonly pool: PgQueryable
   /**
@@ -83,19 +77,6 @@ export interface PostgresStorageOptions extends CompareAndSetOptions {
    * @default true
    */
   readonly createTable?: boolean
-  /**
-   * Longest time one operation may take, in milliseconds; past it, the operation rejects with a
-   * `StorageError` whose cause is a `TimeoutError`. (A commit that timed out may still be applied
-   * by the server later, as with any network timeout: use idempotency keys to retry safely.)
-   * @default 5000
-   */
-  readonly timeout?: number
-  /**
-   * How long an idempotency key is remembered after its commit, at least, in seconds (older keys
-   * are pruned from `{table}_applied` in the background).
-   * @default 86_400
-   */
-  readonly idempotencyTtl?: number
 }
 
 const NAME = 'storage-postgres'
@@ -108,10 +89,8 @@ const ALREADY_CREATED = new Set(['23505', '42P07', '42710'])
 /** Error codes that mean the server is not reachable: the message gets a hint. */
 const UNREACHABLE = /^E(CONNREFUSED|CONNRESET|NOTFOUND|TIMEDOUT|HOSTUNREACH|NETUNREACH|PIPE)$/
 
-/** Commit queues and table creation, shared by the storages of one pool. */
+/** Table creation and a single client's query chain, shared by the storages of one pool. */
 interface PoolState {
-  readonly queues: Map<string, CommitQueue>
-  readonly units: Map<string, UnitQueue>
   readonly created: Map<string, Promise<void>>
   /** On a single client: the last query sent, which the next one waits for. */
   last: Promise<unknown>
@@ -149,17 +128,9 @@ const NUL = /(?:^|[^\\])(?:\\\\)*\\u0000/
  * const pool = new pg.Pool({ connectionString: 'postgres://postgres@127.0.0.1:5432/test' })
  * const container = createContainer({ storage: createPostgresStorage({ pool }) })
  */
-export function createPostgresStorage({
-  pool,
-  table = 'subjects',
-  schema = 'public',
-  createTable = true,
-  timeout = 5000,
-  maxAttempts,
-  retryDelay,
-  conflictTimeout,
-  idempotencyTtl = 86_400,
-}: PostgresStorageOptions): SubjectStorage {
+export function createPostgresStorage(options: PostgresStorageOptions): SubjectStorage {
+  const { pool, table = 'subjects', schema = 'public', createTable = true } = options
+  const { timeout, idempotencyTtl, policy } = adapterDefaults(options)
   if (typeof pool?.query !== 'function')
     throw new TypeError('createPostgresStorage needs { pool }: a pg Pool (new pg.Pool(config))')
   if (!table || !schema)
@@ -286,40 +257,45 @@ export function createPostgresStorage({
     pruning = query({ text: sql.prune, values: [idempotencyTtl] }).catch(() => undefined)
   }
 
-  // Storages configured alike share a queue (and so serialize their commits of a subject); the
-  // settings its closures use are part of the key.
-  const policy = retryPolicy({ maxAttempts, retryDelay, conflictTimeout })
-  const queueKey = [schema, table, timeout, idempotencyTtl, createTable].join('\u0000')
-  const queue = sharedQueue(state, queueKey, () => ({
-    storage: NAME,
-    maxBatch: MAX_BATCH,
-    concurrency: typeof poolSize === 'number' ? Math.max(1, Math.min(CONCURRENCY, poolSize)) : 1,
-    execute: (batch) => {
-      const run = (): Promise<EntryOutcome[]> => {
-        if (batch.some((e) => e.idempotencyKey !== undefined)) prune()
-        return execute(batch, sql, name, query)
-      }
-      return tableReady ? run() : ensureTable().then(run)
-    },
-    retryable: (e) => {
-      const code = sqlState(e)
-      // A duplicate key in the side table: another process applied the same key concurrently.
-      return (
-        code !== undefined &&
-        (RETRYABLE.has(code) || (code === '23505' && tableOf(e) === appliedTable))
-      )
-    },
-    fail: (e, subject) => fail(e, 'commit', subject),
-  }))
-
-  let units = state.units.get(queueKey)
-  if (!units) {
-    units = new UnitQueue({
+  const concurrency =
+    typeof poolSize === 'number' ? Math.max(1, Math.min(CONCURRENCY, poolSize)) : 1
+  const shell = new AdapterShell({
+    name: NAME,
+    connection: pool,
+    // Storages configured alike share queues (and so serialize their commits of a subject); the
+    // settings their closures use are part of the key.
+    settings: JSON.stringify([schema, table, timeout, idempotencyTtl, createTable]),
+    policy,
+    commits: () => ({
       storage: NAME,
       maxBatch: MAX_BATCH,
-      concurrency: typeof poolSize === 'number' ? Math.max(1, Math.min(CONCURRENCY, poolSize)) : 1,
+      concurrency,
       execute: (batch) => {
-        const run = () => executeUnits(batch, sql, name, query)
+        const run = (): Promise<EntryOutcome[]> => {
+          if (batch.some((e) => e.idempotencyKey !== undefined)) prune()
+          return execute(batch, sql, name, query)
+        }
+        return tableReady ? run() : ensureTable().then(run)
+      },
+      retryable: (e) => {
+        const code = sqlState(e)
+        // A duplicate key in the side table: another process applied the same key concurrently.
+        return (
+          code !== undefined &&
+          (RETRYABLE.has(code) || (code === '23505' && tableOf(e) === appliedTable))
+        )
+      },
+      fail: (e, subject) => fail(e, 'commit', subject),
+    }),
+    units: () => ({
+      storage: NAME,
+      maxBatch: MAX_BATCH,
+      concurrency,
+      execute: (batch) => {
+        const run = () => {
+          if (batch.some((u) => u.key !== undefined)) prune()
+          return executeUnits(batch, sql, name, query)
+        }
         return tableReady ? run() : ensureTable().then(run)
       },
       retryable: (e) => {
@@ -327,37 +303,31 @@ export function createPostgresStorage({
         return code !== undefined && RETRYABLE.has(code)
       },
       fail: (e) => fail(e, 'commitUnit', undefined),
-    })
-    state.units.set(queueKey, units)
-  }
-  const unitQueue = units
-
-  let closed = false
-  /** This storage's operations in flight, which close() waits for. */
-  const inFlight = new InFlight()
-  const track = <T>(p: Promise<T>): Promise<T> => inFlight.track(p)
-  const op = <T>(
-    operation: string,
-    subject: string | undefined,
-    fn: () => Promise<T>,
-  ): Promise<T> => {
-    if (closed)
-      return Promise.reject(new StorageError(NAME, operation, subject, 'the storage is closed'))
-    if (subject?.includes('\u0000'))
-      return Promise.reject(
-        new StorageError(NAME, operation, subject, 'PostgreSQL text cannot hold the NUL character'),
+    }),
+    run: async (operation, subject, fn) => {
+      if (subject?.includes('\u0000'))
+        throw new StorageError(
+          NAME,
+          operation,
+          subject,
+          'PostgreSQL text cannot hold the NUL character',
+        )
+      try {
+        await ensureTable()
+        return await fn()
+      } catch (e) {
+        throw fail(e, operation, subject)
+      }
+    },
+    validateUnit: (unit) => {
+      const invalid = nulInUnit(unit)
+      return (
+        invalid && `${invalid} holds the NUL character (\\u0000), which PostgreSQL cannot store`
       )
-    return track(
-      (async () => {
-        try {
-          await ensureTable()
-          return await fn()
-        } catch (e) {
-          throw fail(e, operation, subject)
-        }
-      })(),
-    )
-  }
+    },
+  })
+
+  const op = shell.op.bind(shell)
 
   const snapshot = (subject: string, row: Record<string, unknown> | undefined): SubjectSnapshot =>
     row
@@ -396,20 +366,7 @@ export function createPostgresStorage({
     outbox,
 
     commitUnit(unit: UnitCommit): Promise<UnitCommitResult> {
-      const first = unit.entries[0]?.subject
-      if (closed)
-        return Promise.reject(new StorageError(NAME, 'commitUnit', first, 'the storage is closed'))
-      const invalid = nulInUnit(unit)
-      if (invalid)
-        return Promise.reject(
-          new StorageError(
-            NAME,
-            'commitUnit',
-            first,
-            `${invalid} holds the NUL character (\\u0000), which PostgreSQL cannot store`,
-          ),
-        )
-      return inFlight.track(unitQueue.commit(unit))
+      return shell.commitUnit(unit)
     },
 
     load(subject) {
@@ -419,13 +376,8 @@ export function createPostgresStorage({
       })
     },
 
-    commit(subject, changes: readonly Change[], options?: CommitOptions): Promise<CommitResult> {
-      if (closed)
-        return Promise.reject(new StorageError(NAME, 'commit', subject, 'the storage is closed'))
-      const key = options?.idempotencyKey
-      if (changes.length === 0 && key === undefined) return Promise.resolve({ changes: [] })
-      inFlight.start()
-      return queue.commit(subject, changes, key, policy, options?.oldValues !== false, inFlight.end)
+    commit(subject, changes, options) {
+      return shell.commit(subject, changes, options)
     },
 
     get(subject, kind, prop) {
@@ -446,7 +398,7 @@ export function createPostgresStorage({
     flush(subject) {
       return op('flush', subject, async () => {
         const rows = await query({ name: name('flush'), text: sql.flush, values: [subject] })
-        queue.forget(subject)
+        shell.forget(subject)
         return snapshot(subject, rows[0])
       })
     },
@@ -468,9 +420,8 @@ export function createPostgresStorage({
       }
     },
 
-    async close() {
-      closed = true
-      await Promise.allSettled([inFlight.idle(), pruning])
+    close() {
+      return shell.close(pruning)
     },
   }
 }
@@ -494,8 +445,6 @@ function poolState(pool: PgQueryable): PoolState {
   let state = pools.get(pool)
   if (!state) {
     state = {
-      queues: new Map(),
-      units: new Map(),
       created: new Map(),
       last: Promise.resolve(),
       queued: 0,
@@ -503,15 +452,6 @@ function poolState(pool: PgQueryable): PoolState {
     pools.set(pool, state)
   }
   return state
-}
-
-function sharedQueue(state: PoolState, key: string, backend: () => CommitBackend): CommitQueue {
-  let queue = state.queues.get(key)
-  if (!queue) {
-    queue = new CommitQueue(backend())
-    state.queues.set(key, queue)
-  }
-  return queue
 }
 
 /** One entry's writes and checks, per column (`p` properties, `e` ext_properties). */

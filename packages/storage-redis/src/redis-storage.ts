@@ -1,30 +1,23 @@
 import {
-  type Change,
-  type CommitOptions,
-  type CommitResult,
   compileGlob,
   type OutboxStore,
   type PropertyKind,
-  StorageError,
   type SubjectSnapshot,
   type SubjectStorage,
   type UnitCommit,
   type UnitCommitResult,
 } from '@substate/core'
 import {
+  type AdapterOptions,
+  AdapterShell,
+  adapterDefaults,
   type BatchEntry,
-  type CommitBackend,
-  CommitQueue,
-  type CompareAndSetOptions,
   type EntryOutcome,
-  InFlight,
   literalPrefix,
   parseRaw,
   type Raw,
-  retryPolicy,
   SnapshotBuilder,
   tupleKey,
-  UnitQueue,
 } from '@substate/core/storage-kit'
 import type { Redis } from 'ioredis'
 import { bounded, call, watch, wrap } from './connection.js'
@@ -39,7 +32,7 @@ import {
 } from './scripts.js'
 
 /** Options of {@link createRedisStorage}. */
-export interface RedisStorageOptions extends CompareAndSetOptions {
+export interface RedisStorageOptions extends AdapterOptions {
   /**
    * The ioredis client. The storage sends commands on it (never WATCH/MULTI, so it can be shared)
    * and never closes it. A standalone server is required: a Cluster client is not supported.
@@ -51,28 +44,12 @@ export interface RedisStorageOptions extends CompareAndSetOptions {
    * @default ''
    */
   readonly prefix?: string
-  /**
-   * Longest time one operation may take, waiting for the connection included, in milliseconds;
-   * past it, the operation rejects with a `StorageError` whose cause is a `TimeoutError`.
-   * @default 5000
-   */
-  readonly timeout?: number
-  /**
-   * How long an idempotency key is remembered after its commit, in seconds.
-   * @default 86_400
-   */
-  readonly idempotencyTtl?: number
 }
 
 const NAME = 'storage-redis'
 /** Commits per EVALSHA: large enough to amortize a round trip, small enough not to stall Redis. */
 const MAX_BATCH = 64
 const CONCURRENCY = 4
-
-/** Commit queues shared by the storages of one client with the same prefix and settings. */
-const queues = new WeakMap<Redis, Map<string, CommitQueue>>()
-/** Unit queues shared likewise. */
-const unitQueues = new WeakMap<Redis, Map<string, UnitQueue>>()
 
 /** `s:{prefix}{name}` fields: `p{prop}` for properties, `e{prop}` for ext properties (KRules). */
 const field = (kind: PropertyKind, name: string): string => (kind === 'prop' ? 'p' : 'e') + name
@@ -103,15 +80,9 @@ const escapeMatch = (s: string): string => s.replace(/[*?[\]\\]/g, '\\$&')
  * const client = new Redis('redis://127.0.0.1:6379')
  * const container = createContainer({ storage: createRedisStorage({ client, prefix: 'app:' }) })
  */
-export function createRedisStorage({
-  client,
-  prefix = '',
-  timeout = 5000,
-  maxAttempts,
-  retryDelay,
-  conflictTimeout,
-  idempotencyTtl = 86_400,
-}: RedisStorageOptions): SubjectStorage {
+export function createRedisStorage(options: RedisStorageOptions): SubjectStorage {
+  const { client, prefix = '' } = options
+  const { timeout, idempotencyTtl, policy } = adapterDefaults(options)
   if (typeof client?.evalsha !== 'function')
     throw new TypeError('createRedisStorage needs { client }: an ioredis client (new Redis(url))')
   // Listen for connection errors now, not at the first call: ioredis logs "Unhandled error
@@ -119,49 +90,40 @@ export function createRedisStorage({
   watch(client)
   const hashKey = (subject: string): string => `s:${prefix}${subject}`
   const idempotencyKey = (subject: string, key: string): string =>
-    `i:${prefix}${JSON.stringify([subject, key])}`
+    `i:${prefix}${tupleKey(subject, key)}`
   const outboxKeys = ['lease', 'body', 'owner'].map((part) => `o:${tupleKey(prefix, part)}`)
   const unitKey = (key: string): string => `u:${tupleKey(prefix, key)}`
-  const policy = retryPolicy({ maxAttempts, retryDelay, conflictTimeout })
-  const queue = sharedQueue(client, `${prefix}\u0000${timeout}\u0000${idempotencyTtl}`, () => ({
-    storage: NAME,
-    maxBatch: MAX_BATCH,
-    concurrency: CONCURRENCY,
-    execute: (batch) =>
-      bounded(client, timeout, 'redis commit', () =>
-        execute(client, batch, hashKey, idempotencyKey, idempotencyTtl),
-      ),
-    retryable: () => false,
-    fail: (e, subject) => wrap(e, client, NAME, 'commit', subject),
-  }))
 
-  const units = shared(
-    unitQueues,
-    client,
-    `${prefix}\u0000${timeout}\u0000${idempotencyTtl}`,
-    () =>
-      new UnitQueue({
-        storage: NAME,
-        maxBatch: MAX_BATCH,
-        concurrency: CONCURRENCY,
-        execute: (batch) =>
-          bounded(client, timeout, 'redis commitUnit', () =>
-            executeUnits(client, batch, hashKey, unitKey, outboxKeys, idempotencyTtl),
-          ),
-        retryable: () => false,
-        fail: (e) => wrap(e, client, NAME, 'commitUnit', undefined),
-      }),
-  )
-
-  let closed = false
-  /** This storage's operations in flight, which close() waits for. */
-  const inFlight = new InFlight()
-  const track = <T>(p: Promise<T>): Promise<T> => inFlight.track(p)
-  const op = <T>(operation: string, subject: string | undefined, fn: () => Promise<T>) => {
-    if (closed)
-      return Promise.reject(new StorageError(NAME, operation, subject, 'the storage is closed'))
-    return track(call(client, NAME, timeout, operation, subject, fn))
-  }
+  const shell = new AdapterShell({
+    name: NAME,
+    connection: client,
+    settings: tupleKey(prefix, String(timeout), String(idempotencyTtl)),
+    policy,
+    commits: () => ({
+      storage: NAME,
+      maxBatch: MAX_BATCH,
+      concurrency: CONCURRENCY,
+      execute: (batch) =>
+        bounded(client, timeout, 'redis commit', () =>
+          execute(client, batch, hashKey, idempotencyKey, idempotencyTtl),
+        ),
+      retryable: () => false,
+      fail: (e, subject) => wrap(e, client, NAME, 'commit', subject),
+    }),
+    units: () => ({
+      storage: NAME,
+      maxBatch: MAX_BATCH,
+      concurrency: CONCURRENCY,
+      execute: (batch) =>
+        bounded(client, timeout, 'redis commitUnit', () =>
+          executeUnits(client, batch, hashKey, unitKey, outboxKeys, idempotencyTtl),
+        ),
+      retryable: () => false,
+      fail: (e) => wrap(e, client, NAME, 'commitUnit', undefined),
+    }),
+    run: (operation, subject, fn) => call(client, NAME, timeout, operation, subject, fn),
+  })
+  const op = shell.op.bind(shell)
 
   const outbox: OutboxStore = {
     async claim(owner, limit, lease) {
@@ -195,20 +157,11 @@ export function createRedisStorage({
     },
 
     commitUnit(unit: UnitCommit): Promise<UnitCommitResult> {
-      if (closed)
-        return Promise.reject(
-          new StorageError(NAME, 'commitUnit', unit.entries[0]?.subject, 'the storage is closed'),
-        )
-      return inFlight.track(units.commit(unit))
+      return shell.commitUnit(unit)
     },
 
-    commit(subject, changes: readonly Change[], options?: CommitOptions): Promise<CommitResult> {
-      if (closed)
-        return Promise.reject(new StorageError(NAME, 'commit', subject, 'the storage is closed'))
-      const key = options?.idempotencyKey
-      if (changes.length === 0 && key === undefined) return Promise.resolve({ changes: [] })
-      inFlight.start()
-      return queue.commit(subject, changes, key, policy, options?.oldValues !== false, inFlight.end)
+    commit(subject, changes, options) {
+      return shell.commit(subject, changes, options)
     },
 
     get(subject, kind, name) {
@@ -221,7 +174,7 @@ export function createRedisStorage({
     flush(subject) {
       return op('flush', subject, async () => {
         const flat = (await run(client, flushScript, [hashKey(subject)], [])) as string[]
-        queue.forget(subject)
+        shell.forget(subject)
         const pairs: [string, string][] = []
         for (let i = 0; i + 1 < flat.length; i += 2) pairs.push([flat[i]!, flat[i + 1]!])
         return snapshot(pairs)
@@ -250,34 +203,10 @@ export function createRedisStorage({
       } while (cursor !== '0')
     },
 
-    async close() {
-      closed = true
-      await inFlight.idle()
+    close() {
+      return shell.close()
     },
   }
-}
-
-function sharedQueue(client: Redis, key: string, backend: () => CommitBackend): CommitQueue {
-  return shared(queues, client, key, () => new CommitQueue(backend()))
-}
-
-function shared<Q>(
-  all: WeakMap<Redis, Map<string, Q>>,
-  client: Redis,
-  key: string,
-  make: () => Q,
-): Q {
-  let byKey = all.get(client)
-  if (!byKey) {
-    byKey = new Map()
-    all.set(client, byKey)
-  }
-  let queue = byKey.get(key)
-  if (!queue) {
-    queue = make()
-    byKey.set(key, queue)
-  }
-  return queue
 }
 
 /**
