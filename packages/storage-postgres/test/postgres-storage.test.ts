@@ -1,15 +1,8 @@
 import { execFile } from 'node:child_process'
 import { existsSync } from 'node:fs'
-import { createServer, type Server, type Socket } from 'node:net'
 import { fileURLToPath } from 'node:url'
 import { promisify } from 'node:util'
-import {
-  type Change,
-  isSubstateError,
-  type JsonValue,
-  StorageError,
-  type SubjectStorage,
-} from '@substate/core'
+import { type Change, isSubstateError, type JsonValue, type SubjectStorage } from '@substate/core'
 import { describeStorage } from '@substate/core/testing'
 import { createPostgresStorage } from '@substate/storage-postgres'
 import { databaseUrl, describeWith } from '@substate/test-support/services'
@@ -81,6 +74,34 @@ describeWith('postgres', 'storage-postgres', () => {
         `UPDATE "${schema}"."${ns}" SET ${column} = COALESCE(${column}, '{}') || jsonb_build_object($2::text, $3::jsonb) WHERE subject_name = $1`,
         [subject, name, text],
       )
+    },
+    async createOnConnection(ns, { maxAttempts }) {
+      // One client: the writes sent on it run in order with the storage's statements.
+      const client = new pg.Client({ connectionString: databaseUrl })
+      await client.connect()
+      const column = (kind: 'prop' | 'ext') => (kind === 'prop' ? 'properties' : 'ext_properties')
+      return {
+        storage: createPostgresStorage({ pool: client, schema, table: ns, maxAttempts }),
+        interfere(subject, kind, name, text) {
+          void client.query(
+            `UPDATE "${schema}"."${ns}" SET ${column(kind)} = ${column(kind)} || jsonb_build_object($2::text, $3::jsonb) WHERE subject_name = $1`,
+            [subject, name, text],
+          )
+        },
+        async read(subject, kind, name) {
+          const { rows } = await client.query(
+            `SELECT (${column(kind)} -> $2)::text AS v FROM "${schema}"."${ns}" WHERE subject_name = $1`,
+            [subject, name],
+          )
+          return rows[0]?.v ?? undefined
+        },
+        end: () => client.end(),
+      }
+    },
+    async createSilent(port, timeout) {
+      const p = new pg.Pool({ host: '127.0.0.1', port, user: 'postgres', database: 'test' })
+      p.on('error', () => {})
+      return { storage: createPostgresStorage({ pool: p, timeout }), end: () => p.end() }
     },
     async cleanup() {
       for (const p of unreachable) await p.end()
@@ -221,105 +242,6 @@ describeWith('postgres', 'storage-postgres', () => {
     expect(await s.get('x', 'prop', 'v')).toEqual({ value: 1 })
   })
 
-  it('writes sets and deletes blind with oldValues: false, exactly, updaters still by CAS', async () => {
-    const s = storage('blind')
-    const blind = { oldValues: false }
-    const row = async (subject: string) =>
-      (
-        await pool.query(
-          `SELECT properties, ext_properties FROM "${schema}".blind WHERE subject_name = $1`,
-          [subject],
-        )
-      ).rows[0]
-    await s.commit('d:1', [
-      set('a', 1),
-      set('b', 2),
-      set('n', 5),
-      { op: 'set', kind: 'ext', name: 'x', value: 'e' },
-    ])
-    // Only sets and deletes: one upsert, nothing read (the old values are unknown).
-    const r = await s.commit(
-      'd:1',
-      [
-        set('a', { v: 10 }),
-        { op: 'delete', kind: 'prop', name: 'b' },
-        { op: 'set', kind: 'ext', name: 'y', value: [2] },
-        { op: 'delete', kind: 'ext', name: 'x' },
-      ],
-      blind,
-    )
-    expect(r.changes).toEqual([
-      { kind: 'prop', name: 'a', oldValue: undefined, newValue: { v: 10 } },
-      { kind: 'prop', name: 'b', oldValue: undefined, newValue: undefined },
-      { kind: 'ext', name: 'y', oldValue: undefined, newValue: [2] },
-      { kind: 'ext', name: 'x', oldValue: undefined, newValue: undefined },
-    ])
-    expect(await row('d:1')).toEqual({
-      properties: { a: { v: 10 }, n: 5 },
-      ext_properties: { y: [2] },
-    })
-
-    // Mixed with an updater: the updater is applied by compare-and-set and reports both values.
-    await pool.query(
-      `UPDATE "${schema}".blind SET properties = properties || '{"n": 100}' WHERE subject_name = 'd:1'`,
-    )
-    const mixed = await s.commit('d:1', [inc('n'), set('a', 0)], blind)
-    expect(mixed.changes[0]).toMatchObject({ oldValue: 100, newValue: 101 })
-    expect(mixed.changes[1]).toMatchObject({ newValue: 0 })
-    expect(await row('d:1')).toEqual({ properties: { a: 0, n: 101 }, ext_properties: { y: [2] } })
-
-    // Idempotency keys are honoured: the second commit with the key writes nothing.
-    const k = { oldValues: false, idempotencyKey: 'evt-b' }
-    expect((await s.commit('d:2', [set('a', 1)], k)).duplicate).toBeUndefined()
-    expect(await s.commit('d:2', [set('a', 2)], k)).toEqual({ changes: [], duplicate: true })
-    expect(await s.get('d:2', 'prop', 'a')).toEqual({ value: 1 })
-
-    // Batches (new and existing rows, ext only), one subject in call order, a blind commit beside
-    // an updater of another subject, and deletes emptying a subject (its row goes).
-    await Promise.all(
-      Array.from({ length: 150 }, (_, i) => s.commit(`m:${i}`, [set('v', i)], blind)),
-    )
-    const last = await Promise.all([
-      s.commit('m:0', [set('v', 'x')], blind),
-      s.commit('m:0', [set('v', 'y')], blind),
-      s.commit('m:1', [{ op: 'delete', kind: 'prop', name: 'v' }], blind),
-      s.commit('m:2', [inc('n')], blind),
-      s.commit(
-        'm:3',
-        [
-          { op: 'delete', kind: 'prop', name: 'v' },
-          { op: 'set', kind: 'ext', name: 'e', value: true },
-        ],
-        blind,
-      ),
-    ])
-    expect(last.map((c) => c.changes[0]!.newValue)).toEqual(['x', 'y', undefined, 1, undefined])
-    expect((await s.load('m:0')).props).toEqual({ v: 'y' })
-    expect(await s.get('m:149', 'prop', 'v')).toEqual({ value: 149 })
-    expect(await row('m:1')).toBeUndefined()
-    expect(await row('m:2')).toEqual({ properties: { v: 2, n: 1 }, ext_properties: {} })
-    expect(await row('m:3')).toEqual({ properties: {}, ext_properties: { e: true } })
-  })
-
-  it('applies updaters from separate pools (separate processes) by compare-and-set, exactly', async () => {
-    const pools = Array.from(
-      { length: 4 },
-      () => new pg.Pool({ connectionString: databaseUrl, max: 2 }),
-    )
-    try {
-      const stores = pools.map((p) => storage('cas', { pool: p }))
-      const results = await Promise.all(
-        stores.flatMap((s) => Array.from({ length: 50 }, () => s.commit('hot', [inc('n')]))),
-      )
-      expect(await stores[0]!.get('hot', 'prop', 'n')).toEqual({ value: 200 })
-      // Every commit saw a distinct old value: 0 (absent) through 199, each exactly once.
-      const olds = results.map((r) => (r.changes[0]!.oldValue as number | undefined) ?? 0)
-      expect(olds.sort((a, b) => a - b)).toEqual(Array.from({ length: 200 }, (_, i) => i))
-    } finally {
-      for (const p of pools) await p.end()
-    }
-  })
-
   it('applies commits one at a time, exactly, when another process writes in between', async () => {
     // Awaited one by one, each commit is alone in its batch: the single-row statements.
     const other = new pg.Pool({ connectionString: databaseUrl, max: 1 })
@@ -390,65 +312,6 @@ describeWith('postgres', 'storage-postgres', () => {
     }
   })
 
-  it('gives up with a ConflictError after maxAttempts when another writer always wins', async () => {
-    const client = new pg.Client({ connectionString: databaseUrl })
-    await client.connect()
-    try {
-      const s = storage('conflict', { pool: client, maxAttempts: 3 })
-      await s.commit('busy', [set('n', 0)])
-      let calls = 0
-      const err = await s
-        .commit('busy', [
-          {
-            op: 'update',
-            kind: 'prop',
-            name: 'n',
-            update: (n) => {
-              calls++
-              // Another writer changes the value between every read and every write (queued on
-              // the same connection, it runs just before the storage's statement).
-              void client.query(
-                `UPDATE "${schema}".conflict SET properties = jsonb_build_object('n', $1::int)`,
-                [calls * 100],
-              )
-              return (n as number) + 1
-            },
-          },
-        ])
-        .catch((e: unknown) => e)
-      expect(isSubstateError(err, 'CONFLICT'), String(err)).toBe(true)
-      expect(err).toMatchObject({ subject: 'busy', attempts: 3 })
-      expect(await s.get('busy', 'prop', 'n')).toEqual({ value: 300 })
-    } finally {
-      await client.end()
-    }
-  })
-
-  it('applies a key once when separate pools (processes) commit it at the same time', async () => {
-    const pools = Array.from(
-      { length: 4 },
-      () => new pg.Pool({ connectionString: databaseUrl, max: 2 }),
-    )
-    try {
-      const stores = pools.map((p) => storage('idem-race', { pool: p }))
-      // Odd rounds write blind (one upsert): the key is still applied once.
-      for (let round = 0; round < 10; round++) {
-        const results = await Promise.all(
-          stores.map((s, i) =>
-            s.commit(`order:${round}`, [set(`by${i}`, i)], {
-              idempotencyKey: 'evt',
-              oldValues: round % 2 === 0,
-            }),
-          ),
-        )
-        expect(results.filter((r) => !r.duplicate)).toHaveLength(1)
-        expect(Object.keys((await stores[0]!.load(`order:${round}`)).props)).toHaveLength(1)
-      }
-    } finally {
-      for (const p of pools) await p.end()
-    }
-  })
-
   it('forgets idempotency keys older than idempotencyTtl', async () => {
     const s = createPostgresStorage({ pool, schema, table: 'prune', idempotencyTtl: 1 })
     opened.push(s)
@@ -491,18 +354,6 @@ describeWith('postgres', 'storage-postgres', () => {
     expect(new Set(names).size).toBe(1200)
   })
 
-  it('does not end the pool it was handed', async () => {
-    const p = new pg.Pool({ connectionString: databaseUrl, max: 1 })
-    const s = createPostgresStorage({ pool: p, schema, table: 'closing' })
-    await s.commit('x', [set('v', 1)])
-    await s.close()
-    await expect(s.load('x')).rejects.toBeInstanceOf(StorageError)
-    expect((await p.query(`SELECT count(*)::int AS n FROM "${schema}".closing`)).rows).toEqual([
-      { n: 1 },
-    ])
-    await p.end()
-  })
-
   it('never sends a commit late: one that timed out waiting for a pool connection is dropped', async () => {
     const small = new pg.Pool({ connectionString: databaseUrl, max: 1 })
     const s = storage(`late_${Date.now().toString(36)}`, { pool: small, timeout: 300 })
@@ -516,27 +367,5 @@ describeWith('postgres', 'storage-postgres', () => {
     await new Promise((r) => setTimeout(r, 300))
     expect(await s.get('late:1', 'prop', 'v')).toEqual({ value: 0 })
     await small.end()
-  })
-
-  it('times out, with a StorageError naming the server, when PostgreSQL accepts but never answers', async () => {
-    const sockets: Socket[] = []
-    const server: Server = createServer((socket) => sockets.push(socket))
-    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r))
-    const port = (server.address() as { port: number }).port
-    const p = new pg.Pool({ host: '127.0.0.1', port, user: 'postgres', database: 'test' })
-    p.on('error', () => {})
-    try {
-      const s = createPostgresStorage({ pool: p, timeout: 300 })
-      const started = Date.now()
-      const err = await s.commit('x', [inc('n')]).catch((e: unknown) => e)
-      expect(Date.now() - started).toBeLessThan(2_000)
-      expect(isSubstateError(err, 'STORAGE')).toBe(true)
-      expect((err as Error).message).toContain(`is PostgreSQL running at 127.0.0.1:${port}?`)
-      expect(isSubstateError((err as Error).cause, 'TIMEOUT')).toBe(true)
-    } finally {
-      for (const socket of sockets) socket.destroy()
-      server.close()
-      await p.end()
-    }
   })
 })

@@ -4,8 +4,14 @@
  * long time. Here a call is only sent once the client is ready, fails at once with the last
  * connection error while the server is known to be down, and never takes longer than `timeout`.
  */
-import { StorageError, TimeoutError } from '@substate/core'
+import { type PropertyKind, StorageError, TimeoutError } from '@substate/core'
 import type { Redis } from 'ioredis'
+
+export const NAME = 'storage-redis' as const
+
+/** `s:{prefix}{name}` fields: `p{prop}` for properties, `e{prop}` for ext properties (KRules). */
+export const field = (kind: PropertyKind, name: string): string =>
+  (kind === 'prop' ? 'p' : 'e') + name
 
 interface Health {
   /** The last connection error since the client was last ready. */

@@ -2,7 +2,9 @@
  * Building blocks for storage adapters of servers that can check-and-write a batch in one round
  * trip (Redis with Lua, PostgreSQL with one statement): a group-commit queue that keeps commits of
  * one subject in order, batches commits of different subjects, and applies updaters by
- * compare-and-set with bounded, jittered retries. `@substate/storage-redis` and
+ * compare-and-set with jittered retries up to a deadline; a queue that batches units of work; the
+ * shell every adapter repeats (shared queues, the guard of each operation, close); and the reading
+ * of stored JSON texts into snapshots (`raw`, `invalid`). `@substate/storage-redis` and
  * `@substate/storage-postgres` are built on it.
  *
  * @example
@@ -18,6 +20,12 @@
  * @module
  */
 
+export {
+  type AdapterOptions,
+  AdapterShell,
+  adapterDefaults,
+  type ShellConfig,
+} from './adapter-shell.js'
 export type {
   BatchEntry,
   BatchField,

@@ -1,3 +1,4 @@
+import { createServer, type Server, type Socket } from 'node:net'
 import { afterAll, describe, expect, it } from 'vitest'
 import { isSubstateError } from '../errors.js'
 import type { JsonValue } from '../json.js'
@@ -38,8 +39,38 @@ export interface StorageFactory {
     name: string,
     text: string,
   ): Promise<void>
+  /**
+   * A storage of `namespace` on a connection of its own, made with `options`, with ways to reach
+   * that connection directly (see {@link OwnConnection}). Omit when there is no connection.
+   */
+  createOnConnection?(
+    namespace: string,
+    options: { readonly maxAttempts?: number },
+  ): Promise<OwnConnection>
+  /**
+   * A storage (with `timeout` ms) whose client connects to 127.0.0.1:`port`, a server that
+   * accepts connections and never answers. Omit when there is no server.
+   */
+  createSilent?(
+    port: number,
+    timeout: number,
+  ): Promise<{ storage: SubjectStorage; end(): Promise<void> }>
   /** Called once after the suite: close clients the factory created. */
   cleanup?(): Promise<void>
+}
+
+/** A storage and the connection it was handed (see {@link StorageFactory.createOnConnection}). */
+export interface OwnConnection {
+  readonly storage: SubjectStorage
+  /**
+   * Sends a write of a property's stored text on the storage's own connection, without waiting:
+   * it reaches the server before anything the storage sends after it.
+   */
+  interfere(subject: string, kind: PropertyKind, name: string, text: string): void
+  /** Reads a property's stored text through the connection (proves it is still open). */
+  read(subject: string, kind: PropertyKind, name: string): Promise<string | undefined>
+  /** Ends the connection. */
+  end(): Promise<void>
 }
 
 let seq = 0
@@ -216,38 +247,167 @@ export function describeStorage(name: string, factory: StorageFactory): void {
     })
 
     // Only where there is a server to race on (a one-process storage has no second connection).
-    if (factory.createIndependent) {
-      it('applies concurrent updaters from separate connections (processes) without losing one', async () => {
+    it.skipIf(!factory.createIndependent)(
+      'applies updaters from separate connections (processes) by compare-and-set, exactly',
+      async () => {
         const ns = fresh()
-        const storages = await Promise.all(
-          Array.from({ length: 4 }, async () => {
-            const s = await factory.createIndependent!(ns)
-            open.push(s)
-            return s
-          }),
-        )
+        const storages = await Promise.all(Array.from({ length: 4 }, () => independent(ns)))
         // A subject nobody has written yet: creating it must not race either.
         const subject = `brand-new:${fresh()}`
-        const outcomes = await Promise.allSettled(
+        const results = await Promise.all(
           storages.flatMap((s) =>
-            Array.from({ length: 25 }, () => s.commit(subject, [inc('n'), set('last', 1)])),
+            Array.from({ length: 50 }, () => s.commit(subject, [inc('n'), set('last', 1)])),
           ),
         )
-        const ok = outcomes.filter((o) => o.status === 'fulfilled').length
-        for (const o of outcomes) {
-          if (o.status === 'rejected') expect(isSubstateError(o.reason, 'CONFLICT')).toBe(true)
+        expect(await storages[0]!.get(subject, 'prop', 'n')).toEqual({ value: 200 })
+        // Every commit saw a distinct old value: 0 (absent) through 199, each exactly once.
+        const olds = results.map((r) => (r.changes[0]!.oldValue as number | undefined) ?? 0)
+        expect(olds.sort((a, b) => a - b)).toEqual(Array.from({ length: 200 }, (_, i) => i))
+      },
+    )
+
+    it.skipIf(!factory.createIndependent)(
+      'applies a key once when separate connections (processes) commit it at the same time',
+      async () => {
+        const ns = fresh()
+        const storages = await Promise.all(Array.from({ length: 4 }, () => independent(ns)))
+        // Odd rounds write blind (the old values not needed): the key is still applied once.
+        for (let round = 0; round < 10; round++) {
+          const results = await Promise.all(
+            storages.map((s, i) =>
+              s.commit(`order:${round}`, [set(`by${i}`, i)], {
+                idempotencyKey: 'evt',
+                oldValues: round % 2 === 0,
+              }),
+            ),
+          )
+          expect(results.filter((r) => !r.duplicate)).toHaveLength(1)
+          expect(Object.keys((await storages[0]!.load(`order:${round}`)).props)).toHaveLength(1)
         }
-        expect(ok).toBeGreaterThan(0)
-        expect(await storages[0]!.get(subject, 'prop', 'n')).toEqual({ value: ok })
-        // Every applied commit saw its own old value: no two read the same one.
-        const olds = outcomes.flatMap((o) =>
-          o.status === 'fulfilled'
-            ? [(o.value.changes[0]!.oldValue as number | undefined) ?? 0]
-            : [],
-        )
-        expect(new Set(olds).size).toBe(ok)
-      })
-    }
+      },
+    )
+
+    it('writes sets and deletes blind with oldValues: false, exactly, updaters still by CAS', async () => {
+      const ns = fresh()
+      const s = await make(ns)
+      const blind = { oldValues: false }
+      await s.commit('d:1', [set('a', 1), set('b', 2), set('n', 5), set('x', 'e', 'ext')])
+      const r = await s.commit(
+        'd:1',
+        [set('a', { v: 10 }), del('b'), inc('n'), set('y', [2], 'ext'), del('x', 'ext')],
+        blind,
+      )
+      // Sets and deletes need not be read (their old values may be unknown); the updater was.
+      expect(r.changes.map(({ kind, name, newValue }) => ({ kind, name, newValue }))).toEqual([
+        { kind: 'prop', name: 'a', newValue: { v: 10 } },
+        { kind: 'prop', name: 'b', newValue: undefined },
+        { kind: 'prop', name: 'n', newValue: 6 },
+        { kind: 'ext', name: 'y', newValue: [2] },
+        { kind: 'ext', name: 'x', newValue: undefined },
+      ])
+      expect(r.changes[2]!.oldValue).toBe(5)
+      expect(await s.load('d:1')).toEqual({ props: { a: { v: 10 }, n: 6 }, ext: { y: [2] } })
+      if (factory.writeRaw) {
+        // An updater whose remembered value is stale still loses its CAS and re-runs.
+        await factory.writeRaw(ns, 'd:1', 'prop', 'n', '100')
+        const again = await s.commit('d:1', [inc('n'), set('a', 0)], blind)
+        expect(again.changes[0]).toMatchObject({ oldValue: 100, newValue: 101 })
+        expect(again.changes[1]).toMatchObject({ newValue: 0 })
+      }
+      // Idempotency keys are honoured: the second commit with the key writes nothing.
+      const k = { oldValues: false, idempotencyKey: 'evt-b' }
+      expect((await s.commit('d:2', [set('a', 1)], k)).duplicate ?? false).toBe(false)
+      expect(await s.commit('d:2', [set('a', 2)], k)).toEqual({ changes: [], duplicate: true })
+      expect(await s.get('d:2', 'prop', 'a')).toEqual({ value: 1 })
+      // Batches of many subjects, commits of one subject in call order, deletes emptying a subject.
+      await Promise.all(
+        Array.from({ length: 100 }, (_, i) => s.commit(`m:${i}`, [set('v', i)], blind)),
+      )
+      // Beside them, an updater of another subject and a commit leaving only an ext property.
+      const last = await Promise.all([
+        s.commit('m:0', [set('v', 'x')], blind),
+        s.commit('m:0', [set('v', 'y')], blind),
+        s.commit('m:1', [del('v')], blind),
+        s.commit('m:2', [inc('n')], blind),
+        s.commit('m:3', [del('v'), set('e', true, 'ext')], blind),
+      ])
+      expect(last.map((c) => c.changes[0]!.newValue)).toEqual(['x', 'y', undefined, 1, undefined])
+      expect(await s.load('m:2')).toEqual({ props: { v: 2, n: 1 }, ext: {} })
+      expect(await s.load('m:3')).toEqual({ props: {}, ext: { e: true } })
+      expect((await s.load('m:0')).props).toEqual({ v: 'y' })
+      expect(await s.get('m:99', 'prop', 'v')).toEqual({ value: 99 })
+      const names: string[] = []
+      for await (const n of s.subjects('m:1')) names.push(n)
+      expect(names).toEqual([])
+    })
+
+    it.skipIf(!factory.createOnConnection)(
+      'gives up with a ConflictError after maxAttempts when another writer always wins',
+      async () => {
+        const own = await factory.createOnConnection!(fresh(), { maxAttempts: 3 })
+        try {
+          await own.storage.commit('busy', [set('n', 0)])
+          let calls = 0
+          const err = await own.storage
+            .commit('busy', [
+              {
+                op: 'update',
+                kind: 'prop',
+                name: 'n',
+                update: (n) => {
+                  calls++
+                  // Another writer changes the value between every read and every write.
+                  own.interfere('busy', 'prop', 'n', String(calls * 100))
+                  return (n as number) + 1
+                },
+              },
+            ])
+            .catch((e: unknown) => e)
+          expect(isSubstateError(err, 'CONFLICT'), String(err)).toBe(true)
+          expect(err).toMatchObject({ subject: 'busy', attempts: 3 })
+          expect(await own.storage.get('busy', 'prop', 'n')).toEqual({ value: 300 })
+        } finally {
+          await own.storage.close()
+          await own.end()
+        }
+      },
+    )
+
+    it.skipIf(!factory.createOnConnection)('does not close the client it was handed', async () => {
+      const own = await factory.createOnConnection!(fresh(), {})
+      try {
+        await own.storage.commit('x', [set('v', 1)])
+        await own.storage.close()
+        await expect(own.storage.load('x')).rejects.toSatisfy((e) => isSubstateError(e, 'STORAGE'))
+        // The connection still works, and holds what was written.
+        expect(await own.read('x', 'prop', 'v')).toBe('1')
+      } finally {
+        await own.end()
+      }
+    })
+
+    it.skipIf(!factory.createSilent)(
+      'times out, with a StorageError naming the server, when the server accepts but never answers',
+      async () => {
+        const sockets: Socket[] = []
+        const server: Server = createServer((socket) => sockets.push(socket))
+        await new Promise<void>((r) => server.listen(0, '127.0.0.1', r))
+        const port = (server.address() as { port: number }).port
+        const silent = await factory.createSilent!(port, 300)
+        try {
+          const started = Date.now()
+          const err = await silent.storage.commit('x', [inc('n')]).catch((e: unknown) => e)
+          expect(Date.now() - started).toBeLessThan(2_000)
+          expect(isSubstateError(err, 'STORAGE')).toBe(true)
+          expect((err as Error).message).toContain(`127.0.0.1:${port}`)
+          expect(isSubstateError((err as Error).cause, 'TIMEOUT')).toBe(true)
+        } finally {
+          for (const socket of sockets) socket.destroy()
+          server.close()
+          await silent.end()
+        }
+      },
+    )
 
     it('makes a commit with an idempotency key apply once', async () => {
       const s = await make(fresh())

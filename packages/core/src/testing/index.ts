@@ -7,5 +7,5 @@
  * @module
  */
 
-export type { StorageFactory } from './describe-storage.js'
+export type { OwnConnection, StorageFactory } from './describe-storage.js'
 export { describeStorage } from './describe-storage.js'
