@@ -3,7 +3,12 @@
  */
 import type { AddressInfo } from 'node:net'
 import { serve } from '@hono/node-server'
-import { type Container, createContainer, type SubjectStorage } from '@substate/core'
+import {
+  type CloseReport,
+  type Container,
+  createContainer,
+  type SubjectStorage,
+} from '@substate/core'
 import { createReceiver } from '@substate/hono'
 import { deviceHealthRules } from './rules.js'
 
@@ -23,8 +28,12 @@ export interface DeviceHealthOptions {
 export interface DeviceHealthService {
   readonly url: string
   readonly container: Container
-  /** Graceful drain: stops intake, finishes in-flight events, stores, closes storage and the server. */
-  close(): Promise<void>
+  /**
+   * Graceful drain: stops intake (503), finishes in-flight events, stores, closes storage, then
+   * closes the server and its keep-alive connections (without waiting for their idle timeout).
+   * Resolves with what the container drained.
+   */
+  close(): Promise<CloseReport>
 }
 
 export async function startDeviceHealth({
@@ -53,8 +62,17 @@ export async function startDeviceHealth({
     url: `http://${hostname}:${bound}`,
     container,
     async close() {
-      await container.close()
-      await new Promise<void>((resolve) => server.close(() => resolve()))
+      const report = await container.close()
+      // Every answer went out during the drain: idle keep-alive connections would otherwise keep
+      // `server.close()` waiting for their timeout (5 s). Connections still busy (an SSE stream
+      // the container just ended) get a moment to finish, then are closed too.
+      const http = server as { closeIdleConnections?(): void; closeAllConnections?(): void }
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()))
+      http.closeIdleConnections?.()
+      const force = setTimeout(() => http.closeAllConnections?.(), 1_000)
+      await closed
+      clearTimeout(force)
+      return report
     },
   }
 }
