@@ -39,6 +39,17 @@ function worker(env: Record<string, string>): Promise<App> {
   return startApp(WORKER, { ...(rest as Record<string, string>), ...env })
 }
 
+async function readyz(app: App): Promise<number> {
+  // A dead app must fail the test now, with its last words, not at a timeout.
+  if (app.exits.length > 0)
+    throw new Error(`the app process exited:\n${app.output().slice(-3_000)}`)
+  try {
+    return (await fetch(`${app.url}/readyz`, { signal: AbortSignal.timeout(5_000) })).status
+  } catch {
+    return 0
+  }
+}
+
 const EVENTS = 300
 const SUBJECTS = 10
 const events: LoadEvent[] = Array.from({ length: EVENTS }, (_, i) => ({
@@ -64,7 +75,10 @@ async function crashUnderLoad(
   const ackedBefore = load.acked
   await service.kill()
   const killedAt = Date.now()
-  await new Promise((r) => setTimeout(r, downMs))
+  // /readyz checks the storage: not ready while it is down.
+  await until(async () => (await readyz(app)) === 503, 15_000, '/readyz 503 while storage is down')
+  const noticed = Date.now() - killedAt
+  await new Promise((r) => setTimeout(r, Math.max(0, killedAt + downMs - Date.now())))
   // Answers that arrived while it was down (units that had committed before the kill).
   const ackedWhileDown = load.acked - ackedBefore
   await service.start()
@@ -74,17 +88,22 @@ async function crashUnderLoad(
     if (app.exits.length > 0) resolve()
     else app.child.once('exit', () => resolve())
   })
-  await Promise.race([load.done, died])
+  const ready = until(async () => (await readyz(app)) === 200, 60_000, '/readyz 200 again').then(
+    () => Date.now() - restartedAt,
+  )
+  await Promise.race([Promise.all([load.done, ready]), died])
   load.stop()
   expect(app.exits, `the app process exited:\n${app.output().slice(-3_000)}`).toEqual([])
   await load.done
+  const readyAfter = await ready
   const firstAck = load.ackTimes.find((t) => t >= restartedAt)
   const recovery =
     firstAck === undefined
       ? 'n/a (all acknowledged before the restart)'
       : `${firstAck - restartedAt} ms`
   console.log(
-    `[faults] ${label}: down ${restartedAt - killedAt} ms; recovery (restart → first 2xx) ${recovery}; ` +
+    `[faults] ${label}: down ${restartedAt - killedAt} ms (/readyz 503 after ${noticed} ms); ` +
+      `recovery: first 2xx ${recovery} after the restart, /readyz 200 after ${readyAfter} ms; ` +
       `${load.attempts} requests for ${EVENTS} events; non-2xx ${JSON.stringify(Object.fromEntries(load.failures))}; ` +
       `2xx while down: ${ackedWhileDown}`,
   )

@@ -73,7 +73,10 @@ if (process.env.SUBSCRIPTION) {
 }
 
 const app = createReceiver(container, {
-  readiness: subscriber ? { pubsub: () => subscriber.ready() } : {},
+  readiness: {
+    ...(subscriber ? { pubsub: () => subscriber.ready() } : {}),
+    ...(storage ? { storage: () => storage.load('fault-worker:readyz').then(() => true) } : {}),
+  },
   onError: (error, errorId, what) => log(`error ${errorId}: ${what}: ${(error as Error)?.message}`),
 })
 const server = serve({ fetch: app.fetch, port: 0, hostname: '127.0.0.1' }, (info) => {

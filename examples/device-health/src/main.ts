@@ -79,6 +79,9 @@ if (process.env.SIMULATE !== '0') {
   console.log(`\nGET /subjects/device:prod-01 → ${JSON.stringify(state)}`)
 }
 
+const readyz = await fetch(`${service.url}/readyz`)
+if (readyz.status !== 200)
+  console.error(`not ready yet: /readyz answers ${readyz.status} ${await readyz.text()}`)
 console.log(`\nready: POST CloudEvents to ${service.url}/ (see the README); Ctrl-C stops`)
 const stop = async (): Promise<void> => {
   console.log('\ndraining...')

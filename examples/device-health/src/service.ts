@@ -12,6 +12,9 @@ import {
 import { createReceiver } from '@substate/hono'
 import { deviceHealthRules } from './rules.js'
 
+/** The subject `/readyz` reads to check the storage (never written). */
+const READYZ_SUBJECT = 'device-health:readyz'
+
 /** Options of {@link startDeviceHealth}. */
 export interface DeviceHealthOptions {
   /** @default 8080 (0 picks a free port) */
@@ -44,7 +47,11 @@ export async function startDeviceHealth({
 }: DeviceHealthOptions = {}): Promise<DeviceHealthService> {
   const container = createContainer({ source: 'device-health', ...(storage ? { storage } : {}) })
   deviceHealthRules(container, log)
-  const app = createReceiver(container)
+  // /readyz also says whether the storage answers: a read of a subject nobody writes is a real
+  // round trip (Redis fails at once while it is known to be down; PostgreSQL within the timeout).
+  const app = createReceiver(container, {
+    readiness: storage ? { storage: () => storage.load(READYZ_SUBJECT).then(() => true) } : {},
+  })
   const server = await new Promise<ReturnType<typeof serve>>((resolve, reject) => {
     const s = serve({ fetch: app.fetch, port, hostname }, () => resolve(s))
     s.once('error', (e: NodeJS.ErrnoException) =>
