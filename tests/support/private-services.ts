@@ -22,7 +22,15 @@
  * @module
  */
 import { type ChildProcess, execFile, execFileSync, spawn } from 'node:child_process'
-import { chmodSync, chownSync, existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import {
+  chmodSync,
+  chownSync,
+  existsSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+} from 'node:fs'
 import { createServer, Socket } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -55,8 +63,36 @@ function killGroup(pid: number): void {
   } catch {}
 }
 
-const INITDB = process.env.SUBSTATE_INITDB ?? '/usr/local/bin/initdb'
-const PG_CTL = process.env.SUBSTATE_PG_CTL ?? '/usr/local/bin/pg_ctl'
+/** `initdb` and `pg_ctl`: SUBSTATE_PG_BIN, else on the PATH, else the newest Debian cluster's. */
+function pgBin(name: 'initdb' | 'pg_ctl'): string {
+  const candidates = [
+    process.env.SUBSTATE_PG_BIN ? join(process.env.SUBSTATE_PG_BIN, name) : undefined,
+    `/usr/local/bin/${name}`,
+    which(name),
+    ...debianClusters().map((dir) => join(dir, name)),
+  ]
+  return candidates.find((c): c is string => c !== undefined && existsSync(c)) ?? name
+}
+function which(name: string): string | undefined {
+  try {
+    return (
+      execFileSync('sh', ['-c', `command -v ${name}`], { encoding: 'utf8' }).trim() || undefined
+    )
+  } catch {
+    return undefined
+  }
+}
+function debianClusters(): string[] {
+  try {
+    return readdirSync('/usr/lib/postgresql')
+      .sort((a, b) => Number(b) - Number(a))
+      .map((v) => `/usr/lib/postgresql/${v}/bin`)
+  } catch {
+    return []
+  }
+}
+const INITDB = pgBin('initdb')
+const PG_CTL = pgBin('pg_ctl')
 
 /** Programs the private services need. */
 export type Program = 'redis-server' | 'initdb' | 'gcloud'
@@ -69,12 +105,7 @@ function isCI(): boolean {
 /** Whether `program` can be run on this machine. */
 export function hasProgram(program: Program): boolean {
   if (program === 'initdb') return existsSync(INITDB) && existsSync(PG_CTL)
-  try {
-    execFileSync('sh', ['-c', `command -v ${program}`], { stdio: 'ignore' })
-    return true
-  } catch {
-    return false
-  }
+  return which(program) !== undefined
 }
 
 /**
