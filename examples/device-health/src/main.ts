@@ -17,6 +17,16 @@ async function chooseStorage(): Promise<{
     const { Redis } = await import('ioredis')
     const { createRedisStorage } = await import('@substate/storage-redis')
     const client = new Redis(process.env.REDIS_URL)
+    // ioredis reconnects on its own; log each new connection error once instead of its
+    // "Unhandled error event" lines (storage calls fail with a StorageError meanwhile).
+    let last = ''
+    client.on('error', (e: Error) => {
+      if (e.message !== last) console.error(`redis: ${e.message} (reconnecting)`)
+      last = e.message
+    })
+    client.on('ready', () => {
+      last = ''
+    })
     const storage = createRedisStorage({ client, prefix: 'device-health:' })
     return {
       storage,
@@ -28,6 +38,9 @@ async function chooseStorage(): Promise<{
     const { default: pg } = await import('pg')
     const { createPostgresStorage } = await import('@substate/storage-postgres')
     const pool = new pg.Pool({ connectionString: process.env.DATABASE_URL })
+    // An idle pooled connection that PostgreSQL drops (a restart, a failover) is reported here;
+    // without a listener Node treats it as an unhandled 'error' and exits. The pool replaces it.
+    pool.on('error', (e: Error) => console.error(`postgres: idle connection lost: ${e.message}`))
     const storage = createPostgresStorage({ pool })
     return { storage, label: `PostgreSQL at ${process.env.DATABASE_URL}`, close: () => pool.end() }
   }
@@ -66,12 +79,20 @@ if (process.env.SIMULATE !== '0') {
   console.log(`\nGET /subjects/device:prod-01 → ${JSON.stringify(state)}`)
 }
 
+const readyz = await fetch(`${service.url}/readyz`)
+if (readyz.status !== 200)
+  console.error(`not ready yet: /readyz answers ${readyz.status} ${await readyz.text()}`)
 console.log(`\nready: POST CloudEvents to ${service.url}/ (see the README); Ctrl-C stops`)
 const stop = async (): Promise<void> => {
   console.log('\ndraining...')
-  await service.close()
+  const report = await service.close()
+  console.log(
+    `drained: ${report.drained} in flight, ${report.stored} subjects stored` +
+      `${report.timedOut ? ', timed out (in-flight work was aborted)' : ''}` +
+      `${report.errors.length > 0 ? `, ${report.errors.length} errors: ${report.errors.map((e) => (e as Error)?.message ?? String(e)).join('; ')}` : ''}`,
+  )
   await chosen.close()
-  process.exit(0)
+  process.exit(report.errors.length === 0 ? 0 : 1)
 }
 process.once('SIGINT', () => void stop())
 process.once('SIGTERM', () => void stop())

@@ -4,6 +4,7 @@
 import type { AddressInfo } from 'node:net'
 import { serve } from '@hono/node-server'
 import {
+  type CloseReport,
   type Container,
   createContainer,
   createMemoryStorage,
@@ -11,6 +12,9 @@ import {
 } from '@substate/core'
 import { createInspector, createReceiver } from '@substate/hono'
 import { deviceHealthRules } from './rules.js'
+
+/** The subject `/readyz` reads to check the storage (never written). */
+const READYZ_SUBJECT = 'device-health:readyz'
 
 /** Options of {@link startDeviceHealth}. */
 export interface DeviceHealthOptions {
@@ -28,8 +32,12 @@ export interface DeviceHealthOptions {
 export interface DeviceHealthService {
   readonly url: string
   readonly container: Container
-  /** Graceful drain: stops intake, finishes in-flight events, stores, closes storage and the server. */
-  close(): Promise<void>
+  /**
+   * Graceful drain: stops intake (503), finishes in-flight events, stores, closes storage, then
+   * closes the server and its keep-alive connections (without waiting for their idle timeout).
+   * Resolves with what the container drained.
+   */
+  close(): Promise<CloseReport>
 }
 
 export async function startDeviceHealth({
@@ -41,7 +49,11 @@ export async function startDeviceHealth({
   const store = storage ?? createMemoryStorage()
   const container = createContainer({ source: 'device-health', storage: store })
   deviceHealthRules(container, log)
-  const app = createReceiver(container)
+  // /readyz also says whether the storage answers: a read of a subject nobody writes is a real
+  // round trip (Redis fails at once while it is known to be down; PostgreSQL within the timeout).
+  const app = createReceiver(container, {
+    readiness: storage ? { storage: () => storage.load(READYZ_SUBJECT).then(() => true) } : {},
+  })
   // The read-only inspector page; this service listens on loopback: put your own auth in front
   // (app.use('/inspector/*', ...)) before serving it anywhere else.
   app.route('/inspector', createInspector(container, { subjects: store.subjects.bind(store) }))
@@ -62,8 +74,17 @@ export async function startDeviceHealth({
     url: `http://${hostname}:${bound}`,
     container,
     async close() {
-      await container.close()
-      await new Promise<void>((resolve) => server.close(() => resolve()))
+      const report = await container.close()
+      // Every answer went out during the drain: idle keep-alive connections would otherwise keep
+      // `server.close()` waiting for their timeout (5 s). Connections still busy (an SSE stream
+      // the container just ended) get a moment to finish, then are closed too.
+      const http = server as { closeIdleConnections?(): void; closeAllConnections?(): void }
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()))
+      http.closeIdleConnections?.()
+      const force = setTimeout(() => http.closeAllConnections?.(), 1_000)
+      await closed
+      clearTimeout(force)
+      return report
     },
   }
 }

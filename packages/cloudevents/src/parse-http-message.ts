@@ -39,9 +39,41 @@ const text = (body: string | Uint8Array): string =>
 const bytes = (body: string | Uint8Array): Buffer =>
   typeof body === 'string' ? Buffer.from(body, 'utf8') : Buffer.from(body)
 
+// Hostile input: JSON bodies must be valid UTF-8 (not stored with replacement characters), and
+// event data nests at most MAX_JSON_DEPTH arrays and objects (deeper values would overflow the
+// stack of recursive code further on: copies, comparisons, serializers).
+const utf8 = new TextDecoder('utf-8', { fatal: true })
+/** Deepest nesting of arrays and objects accepted in an event's JSON data. */
+const MAX_JSON_DEPTH = 256
+
+/** Whether `value` nests deeper than MAX_JSON_DEPTH: iterative, so any depth is safe to check. */
+function tooDeep(value: unknown): boolean {
+  if (typeof value !== 'object' || value === null) return false
+  const stack: Array<[unknown, number]> = [[value, 1]]
+  while (stack.length > 0) {
+    const [v, depth] = stack.pop()!
+    if (depth > MAX_JSON_DEPTH) return true
+    for (const child of Array.isArray(v) ? v : Object.values(v as object))
+      if (typeof child === 'object' && child !== null) stack.push([child, depth + 1])
+  }
+  return false
+}
+
+function deepData(event: IncomingEvent, at: string): Invalid | undefined {
+  return tooDeep(event.payload)
+    ? new Invalid(`${at}data`, `the data nests deeper than ${MAX_JSON_DEPTH} arrays and objects`)
+    : undefined
+}
+
 function parseJson(body: string | Uint8Array, field: string): unknown {
+  let source: string
   try {
-    return parseJsonText(text(body))
+    source = typeof body === 'string' ? body : utf8.decode(body)
+  } catch {
+    return new Invalid('data', 'the body is not valid UTF-8')
+  }
+  try {
+    return parseJsonText(source)
   } catch (e) {
     return new Invalid(field, `the body is not valid JSON (${(e as Error).message})`)
   }
@@ -66,6 +98,8 @@ function fail(status: 400 | 415, invalid: Invalid): ParseResult {
  *   `ce-datacontenttype: None`, `isoformat()` times, bare `NaN` / `Infinity` in the JSON body).
  * - otherwise a JSON content type (`application/json`) without `ce-` headers is read as
  *   structured mode, because many senders post structured events that way; anything else is 415.
+ * - JSON bodies must be valid UTF-8, and JSON data may nest at most 256 arrays and objects:
+ *   otherwise 400 naming `data` (`[i].data` in a batch).
  *
  * This is written here rather than taken from the SDK's `HTTP.toEvent`: that path builds and
  * validates a `CloudEvent` class instance (ajv schema, error objects) per event, which costs more
@@ -108,6 +142,8 @@ export function parseHttpMessage(message: HttpMessage): ParseResult {
     for (let i = 0; i < list.length; i++) {
       const event = readEvent(list[i], `[${i}].`)
       if (event instanceof Invalid) return fail(400, event)
+      const deep = deepData(event, `[${i}].`)
+      if (deep) return fail(400, deep)
       events[i] = event
     }
     return { ok: true, mode: 'batch', events }
@@ -120,6 +156,8 @@ export function parseHttpMessage(message: HttpMessage): ParseResult {
     if (obj instanceof Invalid) return fail(400, obj)
     const event = readEvent(obj, '')
     if (event instanceof Invalid) return fail(400, event)
+    const deep = deepData(event, '')
+    if (deep) return fail(400, deep)
     return { ok: true, mode: 'structured', events: [event] }
   }
   if (attrs === undefined || type.startsWith('application/cloudevents')) {
@@ -139,6 +177,8 @@ export function parseHttpMessage(message: HttpMessage): ParseResult {
       const data = parseJson(body, 'data')
       if (data instanceof Invalid) return fail(400, data)
       event.payload = data
+      const deep = deepData(event, '')
+      if (deep) return fail(400, deep)
     } else if (type.startsWith('text/')) event.payload = text(body)
     else event.payload = bytes(body).toString('base64')
   }

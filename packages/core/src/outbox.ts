@@ -118,7 +118,7 @@ export class OutboxRelay {
         } catch {
           continue // storage down: the next poll tries again
         }
-        for (const m of claimed) this.#track(this.#relay(storage, m))
+        for (const m of claimed) void this.#track(this.#relay(storage, m))
       }
     } finally {
       this.#polling = false

@@ -10,7 +10,24 @@ interface BatchItem {
   readonly id: string
   readonly status: ReceiveResult['status'] | 'rejected'
   readonly error?: string
+  readonly errorId?: string
 }
+
+/** Limits of the receiver on what one request may carry (see `ReceiverOptions`). */
+export interface IngestLimits {
+  readonly maxBodySize: number
+  readonly maxBatchSize: number
+  readonly maxIdLength: number
+}
+
+/**
+ * Reports an internal failure under a new error id and returns the id: the id goes in the
+ * response body, the error (with its cause, stack, internal text) only to the log.
+ */
+export type ReportError = (error: unknown, what: string) => string
+
+/** Events handled per turn of the event loop in a batch: other requests are served between. */
+const BATCH_SLICE = 64
 
 const DRAINING = 'the container is draining: no new events are accepted (retry on another instance)'
 
@@ -21,7 +38,8 @@ const DRAINING = 'the container is draining: no new events are accepted (retry o
 export function ingest(
   container: Container,
   stats: ReceiverStats,
-  maxBodySize: number,
+  { maxBodySize, maxBatchSize, maxIdLength }: IngestLimits,
+  report: ReportError,
 ): (c: Context) => Promise<Response> {
   const reply = (c: Context, status: 202 | 400 | 413 | 415 | 500 | 503, body: object): Response => {
     stats.response(status)
@@ -37,6 +55,29 @@ export function ingest(
       throw e
     }
   }
+  // A short message and an error id for the body; the failure itself only to the log.
+  const failure = (r: ReceiveResult, id: string): { error: string; errorId: string } => {
+    const storage = isSubstateError(r.error, 'STORAGE')
+    const error = storage
+      ? 'the event could not be stored: redeliver it'
+      : 'a handler failed and the event was not dead-lettered: redeliver it'
+    return { error, errorId: report(r.error ?? new Error('failed'), `event ${id}: ${error}`) }
+  }
+  // Ids and sources are kept in the dedup window: bound them.
+  const tooLong = (events: readonly IncomingEvent[], batch: boolean): object | undefined => {
+    for (let i = 0; i < events.length; i++) {
+      const e = events[i]!
+      for (const field of ['id', 'source'] as const) {
+        const value = e[field]
+        if (value.length > maxIdLength / 3 && Buffer.byteLength(value) > maxIdLength)
+          return {
+            error: `the event's ${field} is longer than ${maxIdLength} bytes (maxIdLength)`,
+            field: batch ? `[${i}].${field}` : field,
+          }
+      }
+    }
+    return undefined
+  }
 
   return async (c) => {
     if (container.closed) return reply(c, 503, { error: DRAINING })
@@ -50,6 +91,18 @@ export function ingest(
         stats.event('invalid')
         return reply(c, parsed.status, { error: parsed.error.message, field: parsed.error.field })
       }
+      if (parsed.events.length > maxBatchSize) {
+        stats.event('invalid')
+        return reply(c, 413, {
+          error: `a batch holds at most ${maxBatchSize} events, this one ${parsed.events.length} (maxBatchSize): split it`,
+          field: 'body',
+        })
+      }
+      const long = tooLong(parsed.events, parsed.mode === 'batch')
+      if (long !== undefined) {
+        stats.event('invalid')
+        return reply(c, 400, long)
+      }
       if (parsed.mode !== 'batch') {
         const r = await receive(parsed.events[0]!)
         if (r === 'rejected') {
@@ -59,12 +112,21 @@ export function ingest(
         stats.event(r.status)
         if (r.status !== 'failed') return reply(c, 202, { status: r.status })
         // A failure while draining (handlers aborted at the drain timeout) is the instance's fault.
-        return reply(c, container.closed ? 503 : 500, { error: r.error?.message ?? 'failed' })
+        return reply(c, container.closed ? 503 : 500, failure(r, parsed.events[0]!.id))
       }
       // Batch: every event goes through receive on its own (ordered per subject, concurrent across
       // subjects); 202 only when all were handled or duplicates. Retrying the whole batch is safe:
       // the events already handled come back as duplicates.
-      const results = await Promise.all(parsed.events.map(receive))
+      // Started a slice per turn of the event loop, so that a large batch does not hold the
+      // process while other requests wait.
+      const pending: Array<Promise<ReceiveResult | 'rejected'>> = []
+      for (let i = 0; i < parsed.events.length; i++) {
+        if (i > 0 && i % BATCH_SLICE === 0) await new Promise((r) => setImmediate(r))
+        const p = receive(parsed.events[i]!)
+        p.catch(() => {}) // awaited below; not unhandled meanwhile
+        pending.push(p)
+      }
+      const results = await Promise.all(pending)
       let failed = false
       let rejected = false
       const items: BatchItem[] = results.map((r, i) => {
@@ -77,7 +139,7 @@ export function ingest(
         stats.event(r.status)
         if (r.status !== 'failed') return { id, status: r.status }
         failed = true
-        return { id, status: 'failed', error: r.error?.message ?? 'failed' }
+        return { id, status: 'failed', ...failure(r, id) }
       })
       const status = failed ? (container.closed ? 503 : 500) : rejected ? 503 : 202
       return reply(c, status, { results: items })

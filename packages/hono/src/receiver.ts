@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto'
 import type { Container } from '@substate/core'
 import { Hono } from 'hono'
 import { eventsStream } from './events-stream.js'
@@ -17,6 +18,38 @@ export interface ReceiverOptions {
    * @default 1_048_576 (1 MiB)
    */
   readonly maxBodySize?: number
+  /**
+   * Most events one batch request may carry; a larger batch is answered 413 (`field: 'body'`)
+   * unhandled. A batch is started a slice of events per turn of the event loop, so other
+   * requests are served while it runs.
+   * @default 1_000
+   */
+  readonly maxBatchSize?: number
+  /**
+   * Longest `id` and `source` accepted, in UTF-8 bytes; longer is answered 400 naming the field.
+   * Both are kept in the duplicate window, which must not grow by megabytes per event.
+   * @default 1_024
+   */
+  readonly maxIdLength?: number
+  /**
+   * Readiness checks run by `GET /readyz` besides the drain state: each returns (or resolves to)
+   * `true` when that dependency can serve, e.g. `{ pubsub: () => subscriber.ready() }` or a
+   * storage ping. A check that returns `false`, throws or takes longer than `readinessTimeout`
+   * makes `/readyz` answer 503 `{ status: 'not ready', checks: { name: false, ... } }`.
+   */
+  readonly readiness?: Readonly<Record<string, () => boolean | Promise<boolean>>>
+  /**
+   * Milliseconds a readiness check may take.
+   * @default 2_000
+   */
+  readonly readinessTimeout?: number
+  /**
+   * Receives internal failures (500 answers, failed events) with the error id that was sent to the
+   * client, so that a response can be matched to its log line. Response bodies carry only a short
+   * message and the id, never the internal error text.
+   * @default logs with console.error
+   */
+  readonly onError?: (error: unknown, errorId: string, what: string) => void
   /**
    * Milliseconds between keep-alive comments on `GET /events` streams.
    * @default 15_000
@@ -57,15 +90,19 @@ export interface WebhookOptions {
  *   **202** handled and stored (or a duplicate `source`+`id`, acknowledged without handling it
  *   again); **400** invalid event, JSON `{ error, field }`; **413** body over `maxBodySize`;
  *   **415** not a CloudEvents content type; **500** a handler failed and the event was not
- *   durably dead-lettered (nothing it cached was stored: redeliver it); **503** the container
- *   is draining. A batch is answered 202 only when every event was handled or a duplicate,
+ *   durably dead-lettered, or storing failed (nothing it cached was stored: redeliver it): the
+ *   body is `{ error, errorId }`, a short message and an id that `onError` logs with the cause;
+ *   **503** the container is draining. Limits: `maxBodySize` (413), `maxBatchSize` events per
+ *   batch (413), `maxIdLength` bytes of `id`/`source` (400), JSON `data` nested at most 256 deep
+ *   and valid UTF-8 (400, `field: 'data'`). A batch is answered 202 only when every event was handled or a duplicate,
  *   otherwise 500 (or 503) with `{ results: [{ id, status, error? }] }`; resending the whole
  *   batch is safe.
  * - `OPTIONS /`: the CloudEvents webhook validation handshake, when `webhook` is set (405 otherwise).
  * - `GET /subjects/:name`: `{ name, props, ext }` as stored now (read through, so any replica
  *   answers what the others stored), 404 when the subject has no properties.
  * - `GET /events?type=<glob>&subject=<glob>`: matching events as Server-Sent Events.
- * - `GET /healthz` (200 while the process serves), `GET /readyz` (503 once draining),
+ * - `GET /healthz` (200 while the process serves), `GET /readyz` (503 once draining or while a
+ *   `readiness` check fails),
  *   `GET /metrics` (Prometheus text: handler metrics and receiver counters).
  *
  * Mount it under a prefix or behind middleware with `app.route('/substate', createReceiver(c))`;
@@ -86,6 +123,11 @@ export function createReceiver(
   {
     path = '/',
     maxBodySize = 1_048_576,
+    maxBatchSize = 1_000,
+    maxIdLength = 1_024,
+    readiness = {},
+    readinessTimeout = 2_000,
+    onError = (error, errorId, what) => console.error(`[hono] error ${errorId}: ${what}:`, error),
     heartbeat = 15_000,
     maxBacklog = 1_000,
     webhook,
@@ -94,11 +136,21 @@ export function createReceiver(
   const allowed = webhook === undefined ? undefined : originFilter(webhook)
   const stats = new ReceiverStats()
   const app = new Hono()
+  const report = (error: unknown, what: string): string => {
+    const errorId = randomUUID()
+    try {
+      onError(error, errorId, what)
+    } catch (hookError) {
+      console.error('[hono] the onError hook threw:', hookError)
+    }
+    return errorId
+  }
   app.onError((err, c) => {
     stats.response(500)
-    return c.json({ error: err.message }, 500)
+    const error = 'internal error'
+    return c.json({ error, errorId: report(err, `${c.req.method} ${c.req.path}: ${error}`) }, 500)
   })
-  app.post(path, ingest(container, stats, maxBodySize))
+  app.post(path, ingest(container, stats, { maxBodySize, maxBatchSize, maxIdLength }, report))
   app.options(path, (c) => {
     c.header('Allow', 'POST, OPTIONS')
     if (allowed === undefined) return c.json({ error: 'the webhook handshake is not enabled' }, 405)
@@ -129,9 +181,33 @@ export function createReceiver(
   })
   app.get('/events', eventsStream(container, heartbeat, maxBacklog))
   app.get('/healthz', (c) => c.json({ status: 'ok' }))
-  app.get('/readyz', (c) =>
-    container.closed ? c.json({ status: 'draining' }, 503) : c.json({ status: 'ready' }),
-  )
+  const checks = Object.entries(readiness)
+  const check = async (fn: () => boolean | Promise<boolean>): Promise<boolean> => {
+    let timer: NodeJS.Timeout | undefined
+    try {
+      return (
+        (await Promise.race([
+          fn(),
+          new Promise<false>((resolve) => {
+            timer = setTimeout(() => resolve(false), readinessTimeout)
+          }),
+        ])) === true
+      )
+    } catch {
+      return false
+    } finally {
+      clearTimeout(timer)
+    }
+  }
+  app.get('/readyz', async (c) => {
+    if (container.closed) return c.json({ status: 'draining' }, 503)
+    if (checks.length === 0) return c.json({ status: 'ready' })
+    const results = await Promise.all(checks.map(([, fn]) => check(fn)))
+    const body = Object.fromEntries(checks.map(([name], i) => [name, results[i]!]))
+    return results.every(Boolean)
+      ? c.json({ status: 'ready', checks: body })
+      : c.json({ status: 'not ready', checks: body }, 503)
+  })
   app.get('/metrics', (c) =>
     c.text(renderMetrics(container.metrics.snapshot(), stats), 200, {
       'content-type': 'text/plain; version=0.0.4; charset=utf-8',

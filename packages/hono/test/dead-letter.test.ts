@@ -18,7 +18,7 @@ it.each([
     await ctx.subject.set('cpu', 1)
     throw new Error('boom')
   })
-  const app = createReceiver(container)
+  const app = createReceiver(container, { onError: () => {} })
   const res = await app.request('/', { method: 'POST', headers: binary(), body: '{}' })
   expect(res.status).toBe(status)
   expect(letters.map((l) => l.event.id)).toEqual(['e-1'])

@@ -138,7 +138,7 @@ function setup() {
   })
   return {
     container,
-    app: createReceiver(container, { maxBodySize: MAX }),
+    app: createReceiver(container, { maxBodySize: MAX, onError: () => {} }),
     failures: () => failures,
   }
 }

@@ -31,6 +31,8 @@ export { pubsubPublisher, pubsubTopics } from './publisher.js'
 export type {
   PubsubSubscriber,
   PubsubSubscriberOptions,
+  PubsubSubscriberState,
   PubsubSubscriberStats,
+  PubsubSubscriberStatus,
 } from './subscriber.js'
 export { pubsubSubscriber } from './subscriber.js'

@@ -33,13 +33,22 @@ export interface PubsubPublisherOptions {
    */
   readonly krules?: boolean
   /**
+   * Milliseconds a publish may take before `send` rejects with a `DeliveryError`: while Pub/Sub is
+   * unreachable the client keeps retrying for minutes, and the caller (a unit of work, an outbox
+   * relay) should rather fail and retry on its own schedule. The client may still deliver a
+   * publish that timed out; the event keeps its CloudEvents id, so a deduplicating subscriber
+   * (ours) handles a resent copy once.
+   * @default 30_000
+   */
+  readonly timeout?: number
+  /**
    * Name in failures (`route:<name>`) and logs.
    * @default `pubsub:<topic>`
    */
   readonly name?: string
 }
 
-/** A Pub/Sub outbound emitter; `flush()` waits for every publish still outstanding. */
+/** A Pub/Sub outbound emitter; `flush()` waits (at most `timeout`) for every publish still outstanding. */
 export interface PubsubPublisher extends OutboundEmitter {
   flush(): Promise<void>
   close(): Promise<void>
@@ -71,12 +80,15 @@ export function pubsubPublisher({
   orderingKey = (event) => event.subject,
   batching,
   krules = false,
+  timeout = 30_000,
   name = `pubsub:${typeof topic === 'string' ? topic : 'dynamic'}`,
 }: PubsubPublisherOptions): PubsubPublisher {
   if (typeof client?.topic !== 'function')
     throw new TypeError('pubsubPublisher(): client must be a PubSub client (new PubSub(...))')
   if (typeof topic !== 'string' && typeof topic !== 'function')
     throw new TypeError('pubsubPublisher(): topic must be a topic name, path or (event) => name')
+  if (!(timeout > 0))
+    throw new TypeError(`pubsubPublisher(): timeout must be > 0 ms, got ${timeout}`)
   // Publishes run in the context the publisher was made in, not the event's: the client's batch
   // timers and gRPC calls then neither carry nor retain the cascade's async-local state (which,
   // besides, costs CPU on every async resource the client creates at thousands of messages/s).
@@ -107,9 +119,20 @@ export function pubsubPublisher({
       if (key) message.orderingKey = key
       const publish = detached(() => t.publishMessage(message))
       pending.add(publish)
+      let timer: NodeJS.Timeout | undefined
       try {
-        await publish
+        await Promise.race([
+          publish,
+          new Promise((_, reject) => {
+            timer = setTimeout(
+              () => reject(new Error(`no answer from Pub/Sub within ${timeout} ms (timeout)`)),
+              timeout,
+            )
+          }),
+        ])
       } catch (e) {
+        // A publish that fails after its timeout pauses its key then: resume it then too.
+        if (key) publish.catch(() => t.resumePublishing(key))
         // An ordered publish that failed pauses its key: every later publish with that key would
         // be rejected until resumed. The caller sees this failure; the next event goes out again.
         if (key) t.resumePublishing(key)
@@ -119,12 +142,26 @@ export function pubsubPublisher({
           { cause: e },
         )
       } finally {
-        pending.delete(publish)
+        clearTimeout(timer)
+        void publish.then(
+          () => pending.delete(publish),
+          () => pending.delete(publish),
+        )
       }
     },
     async flush(): Promise<void> {
-      await Promise.all([...topics.values()].map((t) => t.flush()))
-      await Promise.allSettled([...pending])
+      // Bounded by `timeout` too: a close during an outage must not wait for minutes.
+      let timer: NodeJS.Timeout | undefined
+      await Promise.race([
+        (async () => {
+          await Promise.allSettled([...topics.values()].map((t) => t.flush()))
+          await Promise.allSettled([...pending])
+        })(),
+        new Promise((resolve) => {
+          timer = setTimeout(resolve, timeout)
+        }),
+      ])
+      clearTimeout(timer)
     },
     async close(): Promise<void> {
       await this.flush()

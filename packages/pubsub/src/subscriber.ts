@@ -43,6 +43,32 @@ export interface PubsubSubscriberOptions {
    * @default logs with console.error
    */
   readonly onError?: (error: Error, message?: Message) => void
+  /**
+   * Backoff between attempts to reopen a subscription that stopped (deleted and recreated, an
+   * emulator or network outage), in ms: the delay doubles from `min` up to `max`, with jitter.
+   * The subscriber never gives up while it is not closed. `max` also caps the client's own
+   * backoff between StreamingPull retries (unless `subscriberOptions.streamingOptions` sets it).
+   * @default { min: 250, max: 10_000 }
+   */
+  readonly reconnect?: { readonly min?: number; readonly max?: number }
+}
+
+/**
+ * Where a subscriber stands: `starting` until its subscriptions were first found, `consuming`
+ * while every subscription can deliver, `reconnecting` while one cannot (the subscriber keeps
+ * retrying; `lastError` says why), `closed` after `close()`.
+ */
+export type PubsubSubscriberStatus = 'starting' | 'consuming' | 'reconnecting' | 'closed'
+
+/** {@link PubsubSubscriber.state}: the status, with the last error of a subscription that failed. */
+export interface PubsubSubscriberState {
+  readonly status: PubsubSubscriberStatus
+  /** The last error of a subscription that is not consuming; `undefined` when all are. */
+  readonly lastError?: Error
+  /** The subscriptions (full paths) that are not consuming. */
+  readonly failing: readonly string[]
+  /** Times a subscription was reopened or found again after a failure. */
+  readonly reconnects: number
 }
 
 /** Counters of a subscriber since it started. */
@@ -54,6 +80,8 @@ export interface PubsubSubscriberStats {
   readonly invalid: number
   /** Messages being handled now. */
   readonly inflight: number
+  /** Times a subscription was reopened or found again after a failure. */
+  readonly reconnects: number
 }
 
 /** A running subscriber: pulls until closed. */
@@ -61,6 +89,13 @@ export interface PubsubSubscriber {
   /** The subscriptions, as the client names them (full paths). */
   readonly subscriptions: readonly string[]
   stats(): PubsubSubscriberStats
+  /** Whether it is consuming, reconnecting (and why), starting or closed. */
+  state(): PubsubSubscriberState
+  /**
+   * True while every subscription is consuming: for a readiness check (`/readyz`), e.g.
+   * `createReceiver(container, { readiness: { pubsub: () => subscriber.ready() } })`.
+   */
+  ready(): boolean
   /**
    * Stops pulling and waits (at most `closeTimeout`) for messages in flight to be handled and
    * acknowledged. Idempotent; also run by `container.close()`.
@@ -78,6 +113,12 @@ export interface PubsubSubscriber {
  * - **nacked** otherwise (a handler failed, storage failed, the container is closing): Pub/Sub
  *   delivers it again, and with an idempotent storage the redelivery has no second effect on
  *   subjects the first attempt had stored.
+ *
+ * A subscription that stops (deleted and recreated, the emulator restarted, a network outage) is
+ * reopened with backoff until it delivers again, without a restart of the process: `state()` says
+ * `reconnecting` with the last error meanwhile, and `ready()` is false. Whether a subscription
+ * exists is checked with `subscription.getMetadata()`; where the service account may not read
+ * subscriptions (PERMISSION_DENIED) the check counts as passed and the stream decides.
  *
  * Messages with one ordering key are handled one at a time in delivery order; when one is nacked,
  * the ones queued behind it on that key are nacked unhandled too, so the redelivery (which repeats
@@ -104,6 +145,7 @@ export function pubsubSubscriber(
     onInvalid = () => 'nack',
     onError: userOnError = (error, message) =>
       console.error(`[pubsub]${message ? ` message ${message.id}:` : ''} ${error.message}`),
+    reconnect: { min: backoffMin = 250, max: backoffMax = 10_000 } = {},
   }: PubsubSubscriberOptions,
 ): PubsubSubscriber {
   if (typeof client?.subscription !== 'function')
@@ -113,6 +155,8 @@ export function pubsubSubscriber(
   const names = typeof subscriptions === 'string' ? [subscriptions] : [...subscriptions]
   if (names.length === 0 || names.some((n) => typeof n !== 'string' || n === ''))
     throw new TypeError('pubsubSubscriber(): subscriptions must be one or more subscription names')
+  if (!(backoffMin > 0 && backoffMax >= backoffMin))
+    throw new TypeError('pubsubSubscriber(): reconnect needs 0 < min <= max (milliseconds)')
 
   // A throwing hook must not leave a message un-acked (and its ordering key stuck) or crash Node.
   const onError = (error: Error, message?: Message): void => {
@@ -194,21 +238,140 @@ export function pubsubSubscriber(
       maxMessages: concurrency,
       allowExcessMessages: false,
     },
+    // The client backs off up to 60 s between stream retries: after an outage, resume sooner.
+    streamingOptions: subscriberOptions?.streamingOptions ?? {
+      retryMaxBackoff: Duration.from({ milliseconds: backoffMax }),
+    },
     // The client's default is to nack what is in flight at once; wait for the handlers instead.
     closeOptions: subscriberOptions?.closeOptions ?? {
       behavior: 'WAIT',
       timeout: Duration.from({ milliseconds: closeTimeout }),
     },
   }
+  let closing = false
+  let reconnects = 0
+  // Per subscription: whether it delivers, why not, and the loop that brings it back.
+  interface Tracker {
+    readonly sub: Subscription
+    status: 'starting' | 'consuming' | 'reconnecting'
+    lastError?: Error
+    recovering: boolean
+    /** The client finished closing a failed stream (it must not be reopened before). */
+    streamClosed: boolean
+    timer?: NodeJS.Timeout
+    wake?: () => void
+  }
+  const trackers: Tracker[] = []
+
+  const failed = (t: Tracker, error: Error): void => {
+    t.lastError = error
+    if (t.status === 'consuming') t.status = 'reconnecting'
+    void recover(t)
+  }
+  const delay = (t: Tracker, ms: number): Promise<void> =>
+    new Promise((resolve) => {
+      t.wake = resolve
+      t.timer = setTimeout(resolve, ms)
+    })
+  // Until the subscription is found again: wait (backoff), check that it exists, reopen the
+  // stream if the client closed it. A message arriving meanwhile proves it delivers: done.
+  const recover = async (t: Tracker): Promise<void> => {
+    if (t.recovering || closing) return
+    t.recovering = true
+    let attempt = 0
+    try {
+      while (!closing) {
+        if (attempt > 0 || t.status !== 'starting') {
+          const ms = Math.min(backoffMax, backoffMin * 2 ** Math.min(attempt, 20))
+          await delay(t, ms / 2 + (Math.random() * ms) / 2)
+        }
+        attempt++
+        if (closing) return
+        if (t.status === 'consuming' && t.sub.isOpen) return
+        try {
+          await t.sub.getMetadata({ timeout: Math.max(1_000, backoffMax) })
+        } catch (e) {
+          // 7: PERMISSION_DENIED: this account may consume but not read the subscription.
+          if ((e as { code?: number }).code !== 7) {
+            t.lastError = e as Error
+            if (t.status === 'consuming') t.status = 'reconnecting'
+            continue
+          }
+        }
+        if (closing) return
+        if (!t.sub.isOpen) {
+          // The client is still closing the failed stream (waiting for messages in flight).
+          if (!t.streamClosed) continue
+          t.streamClosed = false
+          t.sub.open()
+        }
+        if (t.status === 'reconnecting') reconnects++
+        t.status = 'consuming'
+        t.lastError = undefined
+        return
+      }
+    } finally {
+      t.recovering = false
+    }
+  }
+
   const subs: Subscription[] = names.map((name) => {
     const sub = client.subscription(name, options)
-    sub.on('message', (m: Message) => onMessage(m, `//pubsub.googleapis.com/${sub.name}`))
-    sub.on('error', (e: Error) => onError(new Error(`${sub.name}: ${e.message}`, { cause: e })))
+    const t: Tracker = { sub, status: 'starting', recovering: false, streamClosed: false }
+    trackers.push(t)
+    sub.on('message', (m: Message) => {
+      if (t.status !== 'consuming') {
+        if (t.status === 'reconnecting') reconnects++
+        t.status = 'consuming'
+        t.lastError = undefined
+      }
+      onMessage(m, `//pubsub.googleapis.com/${sub.name}`)
+    })
+    sub.on('error', (e: Error) => {
+      const error = new Error(`${sub.name}: ${e.message}`, { cause: e })
+      onError(error)
+      failed(t, error)
+    })
+    // The client closes a subscription whose stream failed for good (NOT_FOUND, say): reopen it.
+    sub.on('close', () => {
+      t.streamClosed = true
+      if (!closing) failed(t, t.lastError ?? new Error(`${sub.name}: the stream closed`))
+    })
+    // A stream that ended with a retryable status (the server is unavailable): the client retries
+    // on its own; meanwhile this subscription is not consuming.
+    sub.on('debug', (d: { error?: { code?: number; message?: string } }) => {
+      const code = d.error?.code
+      if (code === undefined || code === 0 || code === 4) return // OK, DEADLINE_EXCEEDED: routine
+      failed(t, new Error(`${sub.name}: ${d.error?.message ?? `stream ended with status ${code}`}`))
+    })
+    void recover(t)
     return sub
   })
 
+  const state = (): PubsubSubscriberState => {
+    if (closing) return { status: 'closed', failing: [], reconnects }
+    const failing = trackers.filter((t) => t.status !== 'consuming')
+    const status = failing.some((t) => t.status === 'reconnecting')
+      ? 'reconnecting'
+      : failing.length > 0
+        ? 'starting'
+        : 'consuming'
+    const lastError = failing.find((t) => t.lastError)?.lastError
+    return {
+      status,
+      failing: failing.map((t) => t.sub.name),
+      reconnects,
+      ...(lastError ? { lastError } : {}),
+    }
+  }
+
   let closed: Promise<void> | undefined
   const close = (): Promise<void> => {
+    closing = true
+    for (const t of trackers) {
+      clearTimeout(t.timer)
+      t.wake?.()
+    }
     closed ??= (async () => {
       const deadline = Date.now() + closeTimeout
       await Promise.all(subs.map((s) => s.close()))
@@ -228,7 +391,9 @@ export function pubsubSubscriber(
 
   return {
     subscriptions: subs.map((s) => s.name),
-    stats: () => ({ ...counts, inflight: inflight.size }),
+    stats: () => ({ ...counts, inflight: inflight.size, reconnects }),
+    state,
+    ready: () => state().status === 'consuming',
     close,
   }
 }
