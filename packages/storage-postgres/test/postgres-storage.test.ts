@@ -63,6 +63,14 @@ describeWith('postgres', 'storage-postgres', () => {
       unreachable.push(down)
       return createPostgresStorage({ pool: down })
     },
+    async corrupt(ns, subject) {
+      // A row another tool wrote, whose properties column is not a JSON object.
+      await admin.query(
+        `INSERT INTO "${schema}"."${ns}" (subject_name, properties, ext_properties)
+         VALUES ($1, '[1, 2]', '{}')`,
+        [subject],
+      )
+    },
     async writeRaw(ns, subject, kind, name, text) {
       const column = kind === 'prop' ? 'properties' : 'ext_properties'
       await admin.query(

@@ -34,7 +34,7 @@ export async function executeUnits(
   unitKey: (key: string) => string,
   outboxKeys: readonly string[],
   ttl: number,
-): Promise<UnitCommitResult[]> {
+): Promise<(UnitCommitResult | Error)[]> {
   const keys = [...outboxKeys]
   const args: (string | number)[] = [ttl, batch.length]
   for (const u of batch) {
@@ -74,11 +74,23 @@ export async function executeUnits(
     for (const m of u.outbox ?? []) args.push(m.id, m.body)
   }
   const reply = (await run(client, unitsScript, keys, args)) as (number | string[])[][]
-  return batch.map((u, i): UnitCommitResult => {
+  return batch.map((u, i): UnitCommitResult | Error => {
     const r = reply[i]!
     const status = r[0] as number
     if (status === 1) return { status: 'applied' }
     if (status === 2) return { status: 'duplicate' }
+    if (status === 3) {
+      const subject = u.entries[r[1] as number]!.subject
+      return wrap(
+        new ReplyError(
+          `WRONGTYPE ${hashKey(subject)} holds a value that is not a hash: the unit wrote nothing`,
+        ),
+        client,
+        NAME,
+        'commit',
+        subject,
+      )
+    }
     const stale: Record<string, SubjectSnapshot> = {}
     for (let j = 1; j + 1 < r.length; j += 2) {
       const flat = r[j + 1] as string[]

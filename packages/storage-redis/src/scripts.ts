@@ -168,8 +168,9 @@ return v
  *     values of the `v` checks; per names check: kind letter, count, the fields; the w write
  *     fields, the values of the `s` writes;
  *   per outbox message: id, body.
- * Returns per unit: {1} applied, {2} duplicate, or {0, i, fields, ...}: for each entry i
- * (0-based) whose check failed, its hash as HGETALL returns it.
+ * Returns per unit: {1} applied, {2} duplicate, {3, i}: entry i (0-based) is a key of another
+ * type (nothing written), or {0, i, fields, ...}: for each entry i (0-based) whose check failed,
+ * its hash as HGETALL returns it.
  */
 const UNITS = `
 local CHUNK = 1000
@@ -241,6 +242,19 @@ for u = 1, tonumber(ARGV[2]) do
   local status = 1
   if idem > 0 and redis.call('EXISTS', KEYS[idem]) == 1 then status = 2 end
   local failed = {}
+  -- A key that is not a hash would make a write fail half way (a script is not rolled back on
+  -- an error): such a unit is refused whole, before anything is written.
+  local wrong = 0
+  if status == 1 then
+    for i = 1, ne do
+      local kt = redis.call('TYPE', entries[i].key).ok
+      if kt ~= 'hash' and kt ~= 'none' then
+        wrong = i
+        break
+      end
+    end
+    if wrong > 0 then status = 3 end
+  end
   if status == 1 then
     for i = 1, ne do
       local e = entries[i]
@@ -287,6 +301,7 @@ for u = 1, tonumber(ARGV[2]) do
     end
   end
   local r = { status }
+  if status == 3 then r[2] = wrong - 1 end
   for _, i in ipairs(failed) do
     r[#r + 1] = i - 1
     r[#r + 1] = redis.call('HGETALL', entries[i].key)

@@ -47,6 +47,10 @@ describeWith('redis', 'storage-redis', () => {
       unreachable.push(down)
       return createRedisStorage({ client: down })
     },
+    async corrupt(ns, subject) {
+      writer ??= new Redis(redisUrl!)
+      await writer.set(`s:${run}${ns}:${subject}`, 'not a hash')
+    },
     async writeRaw(ns, subject, kind, name, text) {
       writer ??= new Redis(redisUrl!)
       await writer.hset(`s:${run}${ns}:${subject}`, (kind === 'prop' ? 'p' : 'e') + name, text)

@@ -55,6 +55,11 @@ export interface StorageFactory {
     port: number,
     timeout: number,
   ): Promise<{ storage: SubjectStorage; end(): Promise<void> }>
+  /**
+   * Makes `subject` of `namespace` impossible to write, as a foreign writer could (a Redis key of
+   * another type, a row whose columns are not JSON objects): a unit writing it must fail whole.
+   */
+  corrupt?(namespace: string, subject: string): Promise<void>
   /** Called once after the suite: close clients the factory created. */
   cleanup?(): Promise<void>
 }
@@ -629,6 +634,30 @@ export function describeStorage(name: string, factory: StorageFactory): void {
           if (r2.status === 'conflict')
             expect(r2.stale['kr:1']?.raw?.prop?.big).toBe('12345678901234567891')
           expect(await s.get('kr:1', 'prop', 'keep')).toEqual({ value: 2 })
+        },
+      )
+
+      it.skipIf(!factory.corrupt)(
+        'a unit whose second subject cannot be written leaves the first untouched',
+        async (ctx) => {
+          const ns = fresh()
+          const s = await make(ns)
+          if (!s.commitUnit) return ctx.skip()
+          await s.commit('u:a', [set('n', 1)])
+          await factory.corrupt!(ns, 'u:b')
+          const failed = await unitsOf(s)({
+            entries: [entry('u:a', { n: '1' }, { n: 2 }), entry('u:b', {}, { n: 2 })],
+          }).then(
+            (r) => new Error(`resolved ${JSON.stringify(r)}`),
+            (e: unknown) => e,
+          )
+          expect(isSubstateError(failed, 'STORAGE'), String(failed)).toBe(true)
+          expect(await s.load('u:a')).toEqual({ props: { n: 1 }, ext: {} })
+          // Units committed alongside it are not affected.
+          expect(await unitsOf(s)({ entries: [entry('u:a', { n: '1' }, { n: 3 })] })).toEqual({
+            status: 'applied',
+          })
+          expect(await s.load('u:a')).toEqual({ props: { n: 3 }, ext: {} })
         },
       )
 
