@@ -39,6 +39,13 @@ export interface HttpEmitterOptions extends ToCloudEventOptions {
    * @default { initial: 100, factor: 2, max: 5_000 }
    */
   readonly backoff?: { readonly initial?: number; readonly factor?: number; readonly max?: number }
+  /**
+   * The longest wait, in ms, that a `Retry-After` header on a 503 or 429 may ask for (delay
+   * seconds or an HTTP date). Such an answer is retried after the delay it asks for, capped at
+   * this, instead of after the backoff; a longer request is cut to this wait, not refused.
+   * @default 60_000
+   */
+  readonly maxRetryAfter?: number
   /** Headers added to every request (authorization, tracing). @default {} */
   readonly headers?: Readonly<Record<string, string>>
   /** The `fetch` to use. @default globalThis.fetch */
@@ -48,6 +55,18 @@ export interface HttpEmitterOptions extends ToCloudEventOptions {
 }
 
 const retryable = (status: number): boolean => status >= 500 || status === 408 || status === 429
+
+/**
+ * The wait a `Retry-After` header asks for, in ms (RFC 9110 §10.2.3: delay seconds or an HTTP
+ * date, a date in the past meaning now), or `undefined` when it is absent or not valid.
+ */
+function retryAfter(value: string | null, now: number): number | undefined {
+  if (value === null) return undefined
+  const text = value.trim()
+  if (/^\d+$/.test(text)) return Number(text) * 1000
+  const date = Date.parse(text)
+  return Number.isNaN(date) ? undefined : Math.max(0, date - now)
+}
 
 const sleep = (ms: number, signal: AbortSignal): Promise<void> =>
   new Promise((resolve) => {
@@ -71,7 +90,8 @@ function deliveryError(message: string, cause?: unknown): Error {
  * An outbound emitter that POSTs events as CloudEvents over HTTP: give it to `container.route` or
  * to `createContainer({ targets: { dispatchUrl } })`. Each event carries its subject's ext
  * properties as extensions and `originid`. `send` resolves when the receiver answered 2xx; it
- * retries network errors, timeouts, 5xx, 408 and 429 with backoff, and rejects (the caller sees a
+ * retries network errors, timeouts, 5xx, 408 and 429 with backoff (after the delay a 503's or
+ * 429's `Retry-After` asks for, up to `maxRetryAfter`, when it has one), and rejects (the caller sees a
  * `route:<name>` failure) once retries are exhausted or on any other status. `flush()` waits for
  * sends in flight; after `close()` sends reject with `ShutdownError` and pending backoffs end.
  *
@@ -90,6 +110,7 @@ export function httpEmitter({
   timeout = 10_000,
   retries = 3,
   backoff: { initial = 100, factor = 2, max = 5_000 } = {},
+  maxRetryAfter = 60_000,
   headers: extraHeaders = {},
   fetch: doFetch = globalThis.fetch,
   name = `http:${String(url)}`,
@@ -103,8 +124,8 @@ export function httpEmitter({
   const send = krules ? 'structured' : (mode ?? 'binary')
   if (typeof doFetch !== 'function')
     throw new TypeError('httpEmitter(): no fetch available; pass { fetch } (Node >= 20 has one)')
-  if (!(retries >= 0) || !(timeout > 0))
-    throw new TypeError('httpEmitter(): retries must be >= 0 and timeout > 0')
+  if (!(retries >= 0) || !(timeout > 0) || !(maxRetryAfter >= 0))
+    throw new TypeError('httpEmitter(): retries and maxRetryAfter must be >= 0 and timeout > 0')
   const closing = new AbortController()
   const inflight = new Set<Promise<void>>()
 
@@ -129,11 +150,14 @@ export function httpEmitter({
       const signal = AbortSignal.any([closing.signal, AbortSignal.timeout(timeout)])
       let failure: Error
       let final = last
+      let asked: number | undefined
       try {
         const res = await doFetch(target, { ...init, body: message.body, signal })
         const text = await res.text()
         if (res.ok) return
         if (!retryable(res.status)) final = true
+        if (res.status === 503 || res.status === 429)
+          asked = retryAfter(res.headers.get('retry-after'), Date.now())
         failure = deliveryError(
           `${what} answered ${res.status} ${res.statusText} after ${attempt} attempt(s)${retryable(res.status) ? '' : ' (not retried: the receiver rejected the event)'}: ${text.slice(0, 300)}`,
         )
@@ -148,7 +172,10 @@ export function httpEmitter({
               )
       }
       if (final) throw failure
-      const delay = Math.min(max, initial * factor ** (attempt - 1)) * (0.8 + Math.random() * 0.4)
+      const delay =
+        asked !== undefined
+          ? Math.min(asked, maxRetryAfter)
+          : Math.min(max, initial * factor ** (attempt - 1)) * (0.8 + Math.random() * 0.4)
       await sleep(delay, closing.signal)
       if (closing.signal.aborted) throw new ShutdownError(`${what} aborted: the emitter closed`)
     }

@@ -1,10 +1,35 @@
 import type { JsonValue, SubstateEvent } from '@substate/core'
 import { ValidationError } from '@substate/core'
-import type { CloudEventV1 } from 'cloudevents'
 import { ATTRIBUTE_NAME, MIME_JSON, RESERVED } from './_internal.js'
 
-/** A CloudEvent 1.0 in its JSON (structured) form: the `cloudevents` package's `CloudEventV1`. */
-export type CloudEvent = CloudEventV1<unknown>
+/**
+ * A CloudEvent 1.0 in its JSON (structured) form. The same shape as the `cloudevents` package's
+ * `CloudEventV1<unknown>` (assignable both ways), declared here so that no SDK is needed.
+ */
+export interface CloudEvent {
+  /** Identifies the event; `source` + `id` is unique per distinct event. */
+  id: string
+  /** The CloudEvents version, `1.0`. */
+  specversion: string
+  /** The context in which the event happened (a URI-reference). */
+  source: string
+  /** The kind of event, e.g. `device.alert.critical`. */
+  type: string
+  /** The media type of `data`, e.g. `application/json`. */
+  datacontenttype?: string
+  /** The schema `data` adheres to (a URI). */
+  dataschema?: string
+  /** The subject of the event in the context of the source. */
+  subject?: string
+  /** When the event happened (RFC 3339). */
+  time?: string
+  /** The payload. */
+  data?: unknown
+  /** A binary payload, base64-encoded (structured JSON mode). */
+  data_base64?: string
+  /** Extension attributes. */
+  [extension: string]: unknown
+}
 
 /** Options of {@link toCloudEvent}. */
 export interface ToCloudEventOptions {

@@ -1,5 +1,5 @@
 import { toCloudEvent } from '@substate/cloudevents'
-import type { Container, GlobMatcher } from '@substate/core'
+import type { Container, EventMap, GlobMatcher } from '@substate/core'
 import { compileGlob } from '@substate/core'
 import type { Context } from 'hono'
 import { streamSSE } from 'hono/streaming'
@@ -25,8 +25,8 @@ function glob(pattern: string | undefined, field: string): GlobMatcher | Respons
  * closing an idle stream. A client more than `maxBacklog` events behind is disconnected rather
  * than buffered without bound. The stream ends when the container closes.
  */
-export function eventsStream(
-  container: Container,
+export function eventsStream<E extends EventMap>(
+  container: Container<E>,
   heartbeat: number,
   maxBacklog: number,
 ): (c: Context) => Response | Promise<Response> {

@@ -1,5 +1,5 @@
 import { parseHttpMessage } from '@substate/cloudevents'
-import type { Container, IncomingEvent, ReceiveResult } from '@substate/core'
+import type { Container, EventMap, IncomingEvent, ReceiveResult } from '@substate/core'
 import { isSubstateError } from '@substate/core'
 import type { Context } from 'hono'
 import type { ReceiverStats } from './metrics.js'
@@ -35,8 +35,8 @@ const DRAINING = 'the container is draining: no new events are accepted (retry o
  * The CloudEvents POST handler: body size limit, parse and validate, then one
  * `container.receive` per event (a unit of work: per-subject order, stored before it resolves).
  */
-export function ingest(
-  container: Container,
+export function ingest<E extends EventMap>(
+  container: Container<E>,
   stats: ReceiverStats,
   { maxBodySize, maxBatchSize, maxIdLength }: IngestLimits,
   report: ReportError,

@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto'
-import type { Container } from '@substate/core'
+import type { Container, EventMap } from '@substate/core'
 import { Hono } from 'hono'
 import { eventsStream } from './events-stream.js'
 import { ingest } from './ingest.js'
@@ -118,8 +118,8 @@ export interface WebhookOptions {
  *   server.close()
  * })
  */
-export function createReceiver(
-  container: Container,
+export function createReceiver<E extends EventMap>(
+  container: Container<E>,
   {
     path = '/',
     maxBodySize = 1_048_576,

@@ -1,6 +1,6 @@
 import type { Message, PubSub, SubscriberOptions, Subscription } from '@google-cloud/pubsub'
 import { Duration } from '@google-cloud/pubsub'
-import type { Container, ReceiveResult } from '@substate/core'
+import type { Container, EventMap, ReceiveResult } from '@substate/core'
 import { isSubstateError } from '@substate/core'
 import { fromPubsubMessage } from './message.js'
 
@@ -134,8 +134,8 @@ export interface PubsubSubscriber {
  * container.on('order.created', async (ctx) => ctx.subject.set('status', 'new'))
  * pubsubSubscriber(container, { client: new PubSub(), subscriptions: 'orders-worker' })
  */
-export function pubsubSubscriber(
-  container: Container,
+export function pubsubSubscriber<E extends EventMap>(
+  container: Container<E>,
   {
     client,
     subscriptions,
