@@ -18,6 +18,7 @@ import { existsSync, statSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
 import type { PubSub } from '@google-cloud/pubsub'
 import { createContainer, type SubjectStorage } from '@substate/core'
+import { healthOf } from '@substate/example-device-health/rules'
 import { pubsubPublisher } from '@substate/pubsub'
 import { createPostgresStorage } from '@substate/storage-postgres'
 import { createRedisStorage } from '@substate/storage-redis'
@@ -227,6 +228,36 @@ const needs = services.pubsub === null ? 'pubsub' : 'redis'
 describeWith(needs, 'pubsub scale-out (3 worker processes, emulator, Redis)', () => {
   it('10,000 increments, one worker SIGKILLed mid-run: every counter exact', async () => {
     await killOneWorker('redis', 10_000)
+  }, 150_000)
+
+  it('600 metric events for 10 devices over one unordered subscription: every stored health follows from the stored metrics', async () => {
+    const c = await cluster(false, 'redis')
+    let seed = 5
+    const rnd = () => {
+      seed = (seed * 1664525 + 1013904223) >>> 0
+      return seed / 2 ** 32
+    }
+    const events = Array.from({ length: 600 }, (_, i) => {
+      const payload: Record<string, number> = {}
+      if (rnd() < 0.6) payload.cpu = Math.floor(rnd() * 100)
+      if (rnd() < 0.6) payload.memory = Math.floor(rnd() * 100)
+      if (rnd() < 0.3) payload.error_rate = Math.floor(rnd() * 15)
+      return ['device.metrics', `device:${i % 10}`, payload] as const
+    })
+    await c.publish(events)
+    const state = async () => ({ workers: [...c.reports.values()] })
+    await until(() => c.total('acked') >= 600, 90_000, 'every event acknowledged', state)
+    await until(() => c.total('inflight') === 0, 30_000, 'the workers to go idle', state)
+    for (let d = 0; d < 10; d++) {
+      const { props } = await c.storage.load(`device:${d}`)
+      const metrics = {
+        cpu: (props.cpu as number | undefined) ?? 0,
+        memory: (props.memory as number | undefined) ?? 0,
+        error_rate: (props.error_rate as number | undefined) ?? 0,
+      }
+      expect({ device: d, health: props.health }).toEqual({ device: d, health: healthOf(metrics) })
+    }
+    expect(await c.stop()).toEqual([0, 0, 0])
   }, 150_000)
 
   it('ordered subscription: each subject’s events are handled in order across processes', async () => {

@@ -111,17 +111,17 @@ describeWith('redis', 'no lost updates through Redis', () => {
     expect(await eightContainers(make, 'shared-client-cached', 'cached')).toBe(200)
   })
 
-  it('4 processes × 50 write-through increments of one subject: 200', async () => {
+  it('8 processes × 500 write-through updaters of one property: 4,000, no ConflictError', async () => {
     const olds = await processes(
       { BACKEND: 'redis', URL: redisUrl!, NAMESPACE: prefix, SUBJECT: 'processes' },
-      4,
-      50,
+      8,
+      500,
     )
     const reader = createRedisStorage({ client, prefix })
-    expect(await reader.get('processes', 'prop', 'n')).toEqual({ value: 200 })
+    expect(await reader.get('processes', 'prop', 'n')).toEqual({ value: 4000 })
     // Each event carried exactly the value its commit replaced.
-    everyOldOnce(olds, 200)
-  }, 60_000)
+    everyOldOnce(olds, 4000)
+  }, 180_000)
 })
 
 describeWith('postgres', 'no lost updates through PostgreSQL', () => {
@@ -146,7 +146,7 @@ describeWith('postgres', 'no lost updates through PostgreSQL', () => {
     expect(await eightContainers(make, 'brand-new-cached', 'cached')).toBe(200)
   })
 
-  it('4 processes × 50 write-through increments of one subject: 200', async () => {
+  it('8 processes × 500 write-through updaters of one property: 4,000, no ConflictError', async () => {
     const olds = await processes(
       {
         BACKEND: 'postgres',
@@ -155,11 +155,11 @@ describeWith('postgres', 'no lost updates through PostgreSQL', () => {
         NAMESPACE: 'processes',
         SUBJECT: 'processes',
       },
-      4,
-      50,
+      8,
+      500,
     )
     const reader = createPostgresStorage({ pool, schema, table: 'processes' })
-    expect(await reader.get('processes', 'prop', 'n')).toEqual({ value: 200 })
-    everyOldOnce(olds, 200)
-  }, 60_000)
+    expect(await reader.get('processes', 'prop', 'n')).toEqual({ value: 4000 })
+    everyOldOnce(olds, 4000)
+  }, 180_000)
 })

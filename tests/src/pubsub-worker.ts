@@ -3,7 +3,8 @@
  * PostgreSQL storage, fed by a Pub/Sub subscription shared with the other workers. Each `count.inc` event
  * increments the `count` of its subject; `seq` events (payload `{ i }`, 0, 1, 2... per subject)
  * record the last `i` and count those that arrive out of order in `disorder`. Reports its subscriber's counters to the parent over IPC
- * every 100 ms; exits cleanly (draining) on SIGTERM.
+ * every 100 ms; exits cleanly (draining) on SIGTERM. It also runs the device-health rules
+ * (`device.metrics` events).
  *
  * Environment: PUBSUB_EMULATOR_HOST, PUBSUB_PROJECT, SUBSCRIPTION, PREFIX (a Redis prefix or a
  * PostgreSQL table), and REDIS_URL or DATABASE_URL (PostgreSQL when set).
@@ -11,6 +12,7 @@
  */
 import { Duration, PubSub } from '@google-cloud/pubsub'
 import { createContainer } from '@substate/core'
+import { deviceHealthRules } from '@substate/example-device-health/rules'
 import { pubsubSubscriber } from '@substate/pubsub'
 import { createPostgresStorage } from '@substate/storage-postgres'
 import { createRedisStorage } from '@substate/storage-redis'
@@ -51,6 +53,8 @@ container.on('seq', async (ctx) => {
   await ctx.subject.set('last', i)
   handled++
 })
+// The device-health rules (read-then-write: health from the stored metrics), for the invariant.
+deviceHealthRules(container, () => {})
 const subscriber = pubsubSubscriber(container, {
   client,
   subscriptions: env('SUBSCRIPTION'),

@@ -275,4 +275,25 @@ describe('units of work: serializable, all or nothing', () => {
     await a.close()
     await b.close()
   })
+
+  it('keys events by source and id unambiguously: a naive join would make these two one', async () => {
+    const c = createContainer()
+    let runs = 0
+    c.on('tick', () => {
+      runs++
+    })
+    const a = await c.receive({ id: 'x\ny', source: 'src', type: 'tick', subject: 's' })
+    const b = await c.receive({ id: 'y', source: 'src\nx', type: 'tick', subject: 's' })
+    expect([a.status, b.status]).toEqual(['handled', 'handled'])
+    expect(runs).toBe(2)
+    // A long id is remembered by a digest (the dedup window holds bounded keys): still a duplicate.
+    const long = 'i'.repeat(100_000)
+    expect((await c.receive({ id: long, source: 'src', type: 'tick', subject: 's' })).status).toBe(
+      'handled',
+    )
+    expect((await c.receive({ id: long, source: 'src', type: 'tick', subject: 's' })).status).toBe(
+      'duplicate',
+    )
+    await c.close()
+  })
 })
