@@ -242,7 +242,7 @@ describeWith(needs, 'pubsub scale-out (3 worker processes, emulator, Redis)', ()
       if (rnd() < 0.6) payload.cpu = Math.floor(rnd() * 100)
       if (rnd() < 0.6) payload.memory = Math.floor(rnd() * 100)
       if (rnd() < 0.3) payload.error_rate = Math.floor(rnd() * 15)
-      return ['device.metrics', `device:${i % 10}`, payload] as const
+      return ['device.metrics', `device:${i % 10}`, payload] as [string, string, unknown]
     })
     await c.publish(events)
     const state = async () => ({ workers: [...c.reports.values()] })

@@ -31,7 +31,7 @@ async function serve(options: ReceiverOptions = {}) {
     () => server.close(),
     () => container.close(),
   )
-  const post = (headers: Record<string, string>, body: BodyInit) =>
+  const post = (headers: Record<string, string>, body: RequestInit['body']) =>
     fetch(`${server.url}/`, { method: 'POST', headers, body })
   return { container, storage, handled, logged, post, url: server.url }
 }
