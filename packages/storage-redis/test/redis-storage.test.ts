@@ -147,14 +147,20 @@ describeWith('redis', 'storage-redis', () => {
   it('loads the rest of a subject when a value is not JSON (a bare NaN from Python)', async () => {
     const key = `s:${run}nan:sensor:8`
     await raw.hset(key, 'ptemp', 'NaN', 'pok', '1', 'ebig', '123456789012345678901')
+    await raw.hset(key, 'phuge', '[1e400]')
     const s = storage('nan')
     const snap = await s.load('sensor:8')
     expect(snap.props).toEqual({ ok: 1 })
     expect(snap.ext).toEqual({ big: Number('123456789012345678901') })
-    expect(snap.raw).toEqual({ prop: { temp: 'NaN' }, ext: { big: '123456789012345678901' } })
-    expect(Object.keys(snap.invalid?.prop ?? {})).toEqual(['temp'])
-    const err = await s.get('sensor:8', 'prop', 'temp').catch((e: unknown) => e)
-    expect(isSubstateError(err, 'STORAGE')).toBe(true)
+    expect(snap.raw).toEqual({
+      prop: { temp: 'NaN', huge: '[1e400]' },
+      ext: { big: '123456789012345678901' },
+    })
+    expect(Object.keys(snap.invalid?.prop ?? {}).sort()).toEqual(['huge', 'temp'])
+    for (const name of ['temp', 'huge']) {
+      const err = await s.get('sensor:8', 'prop', name).catch((e: unknown) => e)
+      expect(isSubstateError(err, 'STORAGE'), name).toBe(true)
+    }
     // A unit that read the bad value checks its text; writing it replaces it.
     const r = await s.commitUnit!({
       entries: [
