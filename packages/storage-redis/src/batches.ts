@@ -26,6 +26,29 @@ export function snapshot(fields: Iterable<[string, string]>): SubjectSnapshot {
   return b.build()
 }
 
+/**
+ * One flag letter per item (`present` when `text` gives a string, `absent` for null) and the
+ * strings, in order: how the units script takes checks and writes.
+ */
+function flagged<T>(
+  items: readonly T[],
+  text: (item: T) => string | null,
+  present: string,
+  absent: string,
+): [string, string[]] {
+  let flags = ''
+  const texts: string[] = []
+  for (const item of items) {
+    const t = text(item)
+    if (t === null) flags += absent
+    else {
+      flags += present
+      texts.push(t)
+    }
+  }
+  return [flags, texts]
+}
+
 /** Applies units with the units script, in one `EVALSHA`. */
 export async function executeUnits(
   client: Redis,
@@ -41,24 +64,8 @@ export async function executeUnits(
     const idem = u.key === undefined ? 0 : keys.push(unitKey(u.key))
     args.push(idem, u.entries.length, u.outbox?.length ?? 0, u.lease ?? 30_000, u.owner ?? '')
     for (const e of u.entries) {
-      let cflags = ''
-      const expected: string[] = []
-      for (const c of e.checks) {
-        if (c.expect === null) cflags += 'a'
-        else {
-          cflags += 'v'
-          expected.push(c.expect)
-        }
-      }
-      let wflags = ''
-      const values: string[] = []
-      for (const w of e.writes) {
-        if (w.value === null) wflags += 'd'
-        else {
-          wflags += 's'
-          values.push(w.value)
-        }
-      }
+      const [cflags, expected] = flagged(e.checks, (c) => c.expect, 'v', 'a')
+      const [wflags, values] = flagged(e.writes, (w) => w.value, 's', 'd')
       const names = e.names ?? []
       args.push(keys.push(hashKey(e.subject)), e.checks.length, cflags, names.length)
       args.push(e.writes.length, wflags)

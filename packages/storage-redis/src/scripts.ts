@@ -23,8 +23,29 @@ import type { Redis } from 'ioredis'
  * Returns per entry: status (1 applied, 0 not applied: check failed or probe, 2 duplicate key),
  * then the c values the fields held before (nil when absent, and for fields written blind).
  */
-const COMMIT = `
+/**
+ * Lua helpers of the scripts: `unpack` takes at most a few thousand values, so long lists go to
+ * Redis in chunks. `hmget_list` reads the fields of `list` (nil as false); `call_list` runs a
+ * command on `key` with the items of `list` as arguments.
+ */
+const HELPERS = `
 local CHUNK = 1000
+local function hmget_list(key, list)
+  local all = {}
+  for s = 1, #list, CHUNK do
+    local part = redis.call('HMGET', key, unpack(list, s, math.min(s + CHUNK - 1, #list)))
+    for i = 1, #part do all[s + i - 1] = part[i] end
+  end
+  return all
+end
+local function call_list(cmd, key, list)
+  for s = 1, #list, CHUNK do
+    redis.call(cmd, key, unpack(list, s, math.min(s + CHUNK - 1, #list)))
+  end
+end
+`
+
+const COMMIT = `${HELPERS}
 local function call_chunked(cmd, key, list, from, to)
   for s = from, to, CHUNK do
     redis.call(cmd, key, unpack(list, s, math.min(s + CHUNK - 1, to)))
@@ -35,14 +56,6 @@ local function hmget(key, from, count)
   for s = 0, count - 1, CHUNK do
     local part = redis.call('HMGET', key, unpack(ARGV, from + s, from + math.min(s + CHUNK, count) - 1))
     for i = 1, #part do all[s + i] = part[i] end
-  end
-  return all
-end
-local function hmget_list(key, list)
-  local all = {}
-  for s = 1, #list, CHUNK do
-    local part = redis.call('HMGET', key, unpack(list, s, math.min(s + CHUNK - 1, #list)))
-    for i = 1, #part do all[s + i - 1] = part[i] end
   end
   return all
 end
@@ -171,21 +184,7 @@ return v
  * Returns per unit: {1} applied, {2} duplicate, or {0, i, fields, ...}: for each entry i
  * (0-based) whose check failed, its hash as HGETALL returns it.
  */
-const UNITS = `
-local CHUNK = 1000
-local function hmget(key, list)
-  local all = {}
-  for s = 1, #list, CHUNK do
-    local part = redis.call('HMGET', key, unpack(list, s, math.min(s + CHUNK - 1, #list)))
-    for i = 1, #part do all[s + i - 1] = part[i] end
-  end
-  return all
-end
-local function chunked(cmd, key, list)
-  for s = 1, #list, CHUNK do
-    redis.call(cmd, key, unpack(list, s, math.min(s + CHUNK - 1, #list)))
-  end
-end
+const UNITS = `${HELPERS}
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local a = 3
@@ -246,7 +245,7 @@ for u = 1, tonumber(ARGV[2]) do
       local e = entries[i]
       local ok = true
       if #e.cf > 0 then
-        local cur = hmget(e.key, e.cf)
+        local cur = hmget_list(e.key, e.cf)
         for j = 1, #e.cf do
           if cur[j] ~= e.cv[j] then
             ok = false
@@ -274,8 +273,8 @@ for u = 1, tonumber(ARGV[2]) do
   if status == 1 then
     for i = 1, ne do
       local e = entries[i]
-      if #e.sets > 0 then chunked('HSET', e.key, e.sets) end
-      if #e.dels > 0 then chunked('HDEL', e.key, e.dels) end
+      if #e.sets > 0 then call_list('HSET', e.key, e.sets) end
+      if #e.dels > 0 then call_list('HDEL', e.key, e.dels) end
     end
     if idem > 0 then redis.call('SET', KEYS[idem], '1', 'EX', ARGV[1]) end
     for m = 0, no - 1 do
