@@ -2,7 +2,12 @@
  * Turning commits and units of work into the adapter's script calls, and their replies back into
  * outcomes; reading hashes into snapshots.
  */
-import type { SubjectSnapshot, UnitCommit, UnitCommitResult } from '@substate/core'
+import {
+  StorageError,
+  type SubjectSnapshot,
+  type UnitCommit,
+  type UnitCommitResult,
+} from '@substate/core'
 import {
   type BatchEntry,
   type EntryOutcome,
@@ -57,7 +62,7 @@ export async function executeUnits(
   unitKey: (key: string) => string,
   outboxKeys: readonly string[],
   ttl: number,
-): Promise<UnitCommitResult[]> {
+): Promise<(UnitCommitResult | Error)[]> {
   const keys = [...outboxKeys]
   const args: (string | number)[] = [ttl, batch.length]
   for (const u of batch) {
@@ -81,11 +86,18 @@ export async function executeUnits(
     for (const m of u.outbox ?? []) args.push(m.id, m.body)
   }
   const reply = (await run(client, unitsScript, keys, args)) as (number | string[])[][]
-  return batch.map((u, i): UnitCommitResult => {
+  return batch.map((u, i): UnitCommitResult | Error => {
     const r = reply[i]!
     const status = r[0] as number
     if (status === 1) return { status: 'applied' }
     if (status === 2) return { status: 'duplicate' }
+    if (status === 3)
+      return new StorageError(
+        NAME,
+        'commitUnit',
+        u.entries[0]?.subject,
+        `${String(r[1])} is not a hash (WRONGTYPE): nothing of the unit was written`,
+      )
     const stale: Record<string, SubjectSnapshot> = {}
     for (let j = 1; j + 1 < r.length; j += 2) {
       const flat = r[j + 1] as string[]

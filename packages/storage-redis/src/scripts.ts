@@ -181,8 +181,9 @@ return v
  *     values of the `v` checks; per names check: kind letter, count, the fields; the w write
  *     fields, the values of the `s` writes;
  *   per outbox message: id, body.
- * Returns per unit: {1} applied, {2} duplicate, or {0, i, fields, ...}: for each entry i
- * (0-based) whose check failed, its hash as HGETALL returns it.
+ * Returns per unit: {1} applied, {2} duplicate, {3, key} refused (a key that is not a hash), or
+ * {0, i, fields, ...}: for each entry i (0-based) whose check failed, its hash as HGETALL returns
+ * it.
  */
 const UNITS = `${HELPERS}
 local t = redis.call('TIME')
@@ -240,6 +241,18 @@ for u = 1, tonumber(ARGV[2]) do
   local status = 1
   if idem > 0 and redis.call('EXISTS', KEYS[idem]) == 1 then status = 2 end
   local failed = {}
+  local wrong = nil
+  if status == 1 then
+    -- A key of another type would fail a write half-way: refuse the unit before writing.
+    for i = 1, ne do
+      local ty = redis.call('TYPE', entries[i].key).ok
+      if ty ~= 'hash' and ty ~= 'none' then
+        wrong = entries[i].key
+        status = 3
+        break
+      end
+    end
+  end
   if status == 1 then
     for i = 1, ne do
       local e = entries[i]
@@ -286,6 +299,7 @@ for u = 1, tonumber(ARGV[2]) do
     end
   end
   local r = { status }
+  if wrong then r[2] = wrong end
   for _, i in ipairs(failed) do
     r[#r + 1] = i - 1
     r[#r + 1] = redis.call('HGETALL', entries[i].key)

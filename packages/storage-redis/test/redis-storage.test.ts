@@ -176,6 +176,25 @@ describeWith('redis', 'storage-redis', () => {
     expect(await raw.hget(key, 'ebig')).toBe('123456789012345678901')
   })
 
+  it('refuses a unit touching a key that is not a hash, writing none of it, alone in its batch', async () => {
+    const s = storage('wrongtype')
+    await raw.set(`s:${run}wrongtype:b`, 'a string')
+    const write = (subject: string) => ({
+      subject,
+      checks: [],
+      writes: [{ kind: 'prop' as const, name: 'v', value: '1' }],
+    })
+    const [bad, good] = await Promise.allSettled([
+      s.commitUnit!({ entries: [write('a'), write('b')] }),
+      s.commitUnit!({ entries: [write('c')] }),
+    ])
+    expect(bad.status).toBe('rejected')
+    expect(isSubstateError((bad as PromiseRejectedResult).reason, 'STORAGE')).toBe(true)
+    expect(good).toEqual({ status: 'fulfilled', value: { status: 'applied' } })
+    expect(await raw.exists(`s:${run}wrongtype:a`)).toBe(0)
+    expect(await raw.get(`s:${run}wrongtype:b`)).toBe('a string')
+  })
+
   it('keeps unit keys and the outbox outside the s: and i: namespaces, unit keys with a TTL', async () => {
     const s = storage('unitkeys')
     const r = await s.commitUnit!({
