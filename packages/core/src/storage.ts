@@ -144,7 +144,10 @@ export interface UnitCommit {
    * storage's retention), nothing is written and the result is `duplicate`.
    */
   readonly key?: string
-  /** One entry per subject (at most one per subject name). */
+  /**
+   * One entry per subject (at most one per subject name). On Redis, all of them must live on one
+   * server (one hash slot on Redis Cluster): the unit is one multi-key script.
+   */
   readonly entries: readonly UnitEntry[]
   /** Messages written to the outbox in the same atomic operation. */
   readonly outbox?: readonly OutboxMessage[]
@@ -175,8 +178,9 @@ export type UnitCommitResult =
  */
 export interface OutboxStore {
   /**
-   * Claims up to `limit` messages that no live lease holds (oldest first), for `lease` ms, under
-   * `owner`, and returns them.
+   * Claims up to `limit` messages that no live lease holds (oldest first: on Redis, those whose
+   * lease ran out first), for `lease` ms, under `owner`, and returns them. A message is handed to
+   * one claimer per lease.
    */
   claim(owner: string, limit: number, lease: number): Promise<readonly OutboxMessage[]>
   /** Deletes delivered messages (ids not there are ignored). */
@@ -207,8 +211,9 @@ export interface SubjectStorage {
   load(subject: string): Promise<SubjectSnapshot>
   /**
    * Applies a change set atomically: all of it or none of it. `update` changes are applied by
-   * compare-and-set on the stored value, retried boundedly, then `ConflictError`. Creating a
-   * subject that does not exist yet must not race either.
+   * compare-and-set on the stored value, retried with backoff and jitter until a deadline (the
+   * adapters' `conflictTimeout`), then `ConflictError`. Creating a subject that does not exist yet
+   * must not race either.
    */
   commit(
     subject: string,

@@ -97,8 +97,16 @@ export function statements(schema: string, table: string, id: string): Statement
       FROM ${t} WHERE subject_name = $1`,
     getExt: `SELECT (ext_properties -> $2)::text AS v, jsonb_typeof(ext_properties) AS t
       FROM ${t} WHERE subject_name = $1`,
-    flush: `DELETE FROM ${t} WHERE subject_name = $1
-      RETURNING properties::text AS p, ext_properties::text AS e`,
+    // A row whose columns are not objects is not deleted: it is returned, and reading it fails.
+    flush: `WITH d AS (
+      DELETE FROM ${t} WHERE subject_name = $1
+        AND jsonb_typeof(COALESCE(properties, '{}')) = 'object'
+        AND jsonb_typeof(COALESCE(ext_properties, '{}')) = 'object'
+      RETURNING properties::text AS p, ext_properties::text AS e
+    )
+    SELECT p, e FROM d
+    UNION ALL SELECT properties::text, ext_properties::text FROM ${t}
+    WHERE subject_name = $1 AND NOT EXISTS (SELECT 1 FROM d)`,
     // Keyset pagination: stable under concurrent writes, and uses the primary key's order.
     list: `SELECT subject_name AS s FROM ${t}
       WHERE ($1::text IS NULL OR subject_name > $1) AND starts_with(subject_name, $2)

@@ -217,6 +217,7 @@ describeWith('postgres', 'storage-postgres', () => {
     for (const [subject, column] of cases) {
       const attempts: Array<[string, () => Promise<unknown>]> = [
         ['load', () => s.load(subject)],
+        ['flush', () => s.flush(subject)],
         ['get', () => s.get(subject, column === 'properties' ? 'prop' : 'ext', 'x')],
         ['set', () => s.commit(subject, [set('v', 1)])],
         ['update', () => s.commit(subject, [inc('n')])],

@@ -2,7 +2,12 @@
  * Turning commits and units of work into the adapter's script calls, and their replies back into
  * outcomes; reading hashes into snapshots.
  */
-import type { SubjectSnapshot, UnitCommit, UnitCommitResult } from '@substate/core'
+import {
+  StorageError,
+  type SubjectSnapshot,
+  type UnitCommit,
+  type UnitCommitResult,
+} from '@substate/core'
 import {
   type BatchEntry,
   type EntryOutcome,
@@ -26,6 +31,29 @@ export function snapshot(fields: Iterable<[string, string]>): SubjectSnapshot {
   return b.build()
 }
 
+/**
+ * One flag letter per item (`present` when `text` gives a string, `absent` for null) and the
+ * strings, in order: how the units script takes checks and writes.
+ */
+function flagged<T>(
+  items: readonly T[],
+  text: (item: T) => string | null,
+  present: string,
+  absent: string,
+): [string, string[]] {
+  let flags = ''
+  const texts: string[] = []
+  for (const item of items) {
+    const t = text(item)
+    if (t === null) flags += absent
+    else {
+      flags += present
+      texts.push(t)
+    }
+  }
+  return [flags, texts]
+}
+
 /** Applies units with the units script, in one `EVALSHA`. */
 export async function executeUnits(
   client: Redis,
@@ -41,24 +69,8 @@ export async function executeUnits(
     const idem = u.key === undefined ? 0 : keys.push(unitKey(u.key))
     args.push(idem, u.entries.length, u.outbox?.length ?? 0, u.lease ?? 30_000, u.owner ?? '')
     for (const e of u.entries) {
-      let cflags = ''
-      const expected: string[] = []
-      for (const c of e.checks) {
-        if (c.expect === null) cflags += 'a'
-        else {
-          cflags += 'v'
-          expected.push(c.expect)
-        }
-      }
-      let wflags = ''
-      const values: string[] = []
-      for (const w of e.writes) {
-        if (w.value === null) wflags += 'd'
-        else {
-          wflags += 's'
-          values.push(w.value)
-        }
-      }
+      const [cflags, expected] = flagged(e.checks, (c) => c.expect, 'v', 'a')
+      const [wflags, values] = flagged(e.writes, (w) => w.value, 's', 'd')
       const names = e.names ?? []
       args.push(keys.push(hashKey(e.subject)), e.checks.length, cflags, names.length)
       args.push(e.writes.length, wflags)
@@ -79,18 +91,13 @@ export async function executeUnits(
     const status = r[0] as number
     if (status === 1) return { status: 'applied' }
     if (status === 2) return { status: 'duplicate' }
-    if (status === 3) {
-      const subject = u.entries[r[1] as number]!.subject
-      return wrap(
-        new ReplyError(
-          `WRONGTYPE ${hashKey(subject)} holds a value that is not a hash: the unit wrote nothing`,
-        ),
-        client,
+    if (status === 3)
+      return new StorageError(
         NAME,
-        'commit',
-        subject,
+        'commitUnit',
+        u.entries[0]?.subject,
+        `${String(r[1])} is not a hash (WRONGTYPE): nothing of the unit was written`,
       )
-    }
     const stale: Record<string, SubjectSnapshot> = {}
     for (let j = 1; j + 1 < r.length; j += 2) {
       const flat = r[j + 1] as string[]

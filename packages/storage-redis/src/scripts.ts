@@ -23,8 +23,29 @@ import type { Redis } from 'ioredis'
  * Returns per entry: status (1 applied, 0 not applied: check failed or probe, 2 duplicate key),
  * then the c values the fields held before (nil when absent, and for fields written blind).
  */
-const COMMIT = `
+/**
+ * Lua helpers of the scripts: `unpack` takes at most a few thousand values, so long lists go to
+ * Redis in chunks. `hmget_list` reads the fields of `list` (nil as false); `call_list` runs a
+ * command on `key` with the items of `list` as arguments.
+ */
+const HELPERS = `
 local CHUNK = 1000
+local function hmget_list(key, list)
+  local all = {}
+  for s = 1, #list, CHUNK do
+    local part = redis.call('HMGET', key, unpack(list, s, math.min(s + CHUNK - 1, #list)))
+    for i = 1, #part do all[s + i - 1] = part[i] end
+  end
+  return all
+end
+local function call_list(cmd, key, list)
+  for s = 1, #list, CHUNK do
+    redis.call(cmd, key, unpack(list, s, math.min(s + CHUNK - 1, #list)))
+  end
+end
+`
+
+const COMMIT = `${HELPERS}
 local function call_chunked(cmd, key, list, from, to)
   for s = from, to, CHUNK do
     redis.call(cmd, key, unpack(list, s, math.min(s + CHUNK - 1, to)))
@@ -35,14 +56,6 @@ local function hmget(key, from, count)
   for s = 0, count - 1, CHUNK do
     local part = redis.call('HMGET', key, unpack(ARGV, from + s, from + math.min(s + CHUNK, count) - 1))
     for i = 1, #part do all[s + i] = part[i] end
-  end
-  return all
-end
-local function hmget_list(key, list)
-  local all = {}
-  for s = 1, #list, CHUNK do
-    local part = redis.call('HMGET', key, unpack(list, s, math.min(s + CHUNK - 1, #list)))
-    for i = 1, #part do all[s + i - 1] = part[i] end
   end
   return all
 end
@@ -168,25 +181,11 @@ return v
  *     values of the `v` checks; per names check: kind letter, count, the fields; the w write
  *     fields, the values of the `s` writes;
  *   per outbox message: id, body.
- * Returns per unit: {1} applied, {2} duplicate, {3, i}: entry i (0-based) is a key of another
- * type (nothing written), or {0, i, fields, ...}: for each entry i (0-based) whose check failed,
- * its hash as HGETALL returns it.
+ * Returns per unit: {1} applied, {2} duplicate, {3, key} refused (a key that is not a hash), or
+ * {0, i, fields, ...}: for each entry i (0-based) whose check failed, its hash as HGETALL returns
+ * it.
  */
-const UNITS = `
-local CHUNK = 1000
-local function hmget(key, list)
-  local all = {}
-  for s = 1, #list, CHUNK do
-    local part = redis.call('HMGET', key, unpack(list, s, math.min(s + CHUNK - 1, #list)))
-    for i = 1, #part do all[s + i - 1] = part[i] end
-  end
-  return all
-end
-local function chunked(cmd, key, list)
-  for s = 1, #list, CHUNK do
-    redis.call(cmd, key, unpack(list, s, math.min(s + CHUNK - 1, #list)))
-  end
-end
+const UNITS = `${HELPERS}
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local a = 3
@@ -242,25 +241,24 @@ for u = 1, tonumber(ARGV[2]) do
   local status = 1
   if idem > 0 and redis.call('EXISTS', KEYS[idem]) == 1 then status = 2 end
   local failed = {}
-  -- A key that is not a hash would make a write fail half way (a script is not rolled back on
-  -- an error): such a unit is refused whole, before anything is written.
-  local wrong = 0
+  local wrong = nil
   if status == 1 then
+    -- A key of another type would fail a write half-way: refuse the unit before writing.
     for i = 1, ne do
-      local kt = redis.call('TYPE', entries[i].key).ok
-      if kt ~= 'hash' and kt ~= 'none' then
-        wrong = i
+      local ty = redis.call('TYPE', entries[i].key).ok
+      if ty ~= 'hash' and ty ~= 'none' then
+        wrong = entries[i].key
+        status = 3
         break
       end
     end
-    if wrong > 0 then status = 3 end
   end
   if status == 1 then
     for i = 1, ne do
       local e = entries[i]
       local ok = true
       if #e.cf > 0 then
-        local cur = hmget(e.key, e.cf)
+        local cur = hmget_list(e.key, e.cf)
         for j = 1, #e.cf do
           if cur[j] ~= e.cv[j] then
             ok = false
@@ -288,8 +286,8 @@ for u = 1, tonumber(ARGV[2]) do
   if status == 1 then
     for i = 1, ne do
       local e = entries[i]
-      if #e.sets > 0 then chunked('HSET', e.key, e.sets) end
-      if #e.dels > 0 then chunked('HDEL', e.key, e.dels) end
+      if #e.sets > 0 then call_list('HSET', e.key, e.sets) end
+      if #e.dels > 0 then call_list('HDEL', e.key, e.dels) end
     end
     if idem > 0 then redis.call('SET', KEYS[idem], '1', 'EX', ARGV[1]) end
     for m = 0, no - 1 do
@@ -301,7 +299,7 @@ for u = 1, tonumber(ARGV[2]) do
     end
   end
   local r = { status }
-  if status == 3 then r[2] = wrong - 1 end
+  if wrong then r[2] = wrong end
   for _, i in ipairs(failed) do
     r[#r + 1] = i - 1
     r[#r + 1] = redis.call('HGETALL', entries[i].key)

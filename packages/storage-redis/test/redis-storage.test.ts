@@ -151,14 +151,20 @@ describeWith('redis', 'storage-redis', () => {
   it('loads the rest of a subject when a value is not JSON (a bare NaN from Python)', async () => {
     const key = `s:${run}nan:sensor:8`
     await raw.hset(key, 'ptemp', 'NaN', 'pok', '1', 'ebig', '123456789012345678901')
+    await raw.hset(key, 'phuge', '[1e400]')
     const s = storage('nan')
     const snap = await s.load('sensor:8')
     expect(snap.props).toEqual({ ok: 1 })
     expect(snap.ext).toEqual({ big: Number('123456789012345678901') })
-    expect(snap.raw).toEqual({ prop: { temp: 'NaN' }, ext: { big: '123456789012345678901' } })
-    expect(Object.keys(snap.invalid?.prop ?? {})).toEqual(['temp'])
-    const err = await s.get('sensor:8', 'prop', 'temp').catch((e: unknown) => e)
-    expect(isSubstateError(err, 'STORAGE')).toBe(true)
+    expect(snap.raw).toEqual({
+      prop: { temp: 'NaN', huge: '[1e400]' },
+      ext: { big: '123456789012345678901' },
+    })
+    expect(Object.keys(snap.invalid?.prop ?? {}).sort()).toEqual(['huge', 'temp'])
+    for (const name of ['temp', 'huge']) {
+      const err = await s.get('sensor:8', 'prop', name).catch((e: unknown) => e)
+      expect(isSubstateError(err, 'STORAGE'), name).toBe(true)
+    }
     // A unit that read the bad value checks its text; writing it replaces it.
     const r = await s.commitUnit!({
       entries: [
@@ -172,6 +178,25 @@ describeWith('redis', 'storage-redis', () => {
     expect(r).toEqual({ status: 'applied' })
     expect(await raw.hget(key, 'ptemp')).toBe('20')
     expect(await raw.hget(key, 'ebig')).toBe('123456789012345678901')
+  })
+
+  it('refuses a unit touching a key that is not a hash, writing none of it, alone in its batch', async () => {
+    const s = storage('wrongtype')
+    await raw.set(`s:${run}wrongtype:b`, 'a string')
+    const write = (subject: string) => ({
+      subject,
+      checks: [],
+      writes: [{ kind: 'prop' as const, name: 'v', value: '1' }],
+    })
+    const [bad, good] = await Promise.allSettled([
+      s.commitUnit!({ entries: [write('a'), write('b')] }),
+      s.commitUnit!({ entries: [write('c')] }),
+    ])
+    expect(bad.status).toBe('rejected')
+    expect(isSubstateError((bad as PromiseRejectedResult).reason, 'STORAGE')).toBe(true)
+    expect(good).toEqual({ status: 'fulfilled', value: { status: 'applied' } })
+    expect(await raw.exists(`s:${run}wrongtype:a`)).toBe(0)
+    expect(await raw.get(`s:${run}wrongtype:b`)).toBe('a string')
   })
 
   it('keeps unit keys and the outbox outside the s: and i: namespaces, unit keys with a TTL', async () => {

@@ -479,6 +479,18 @@ export class CommitQueue {
   }
 }
 
+/** An exponent of 3 digits or more: the only way JSON text can overflow a double. */
+const HUGE = /\d[eE]\+?\d{3}/
+
+/** Whether a JSON value holds only finite numbers. */
+function allFinite(v: JsonValue): boolean {
+  if (typeof v === 'number') return Number.isFinite(v)
+  if (v === null || typeof v !== 'object') return true
+  if (Array.isArray(v)) return v.every(allFinite)
+  for (const k in v) if (!allFinite(v[k]!)) return false
+  return true
+}
+
 /** Parses a stored JSON text; data that is not JSON (written by someone else) is a StorageError. */
 export function parseRaw(
   raw: Raw,
@@ -487,11 +499,22 @@ export function parseRaw(
   name: string,
 ): JsonValue | undefined {
   if (raw === null) return undefined
+  let value: JsonValue
   try {
-    return JSON.parse(raw) as JsonValue
+    value = JSON.parse(raw) as JsonValue
   } catch (cause) {
     throw new StorageError(storage, 'read', subject, `the stored value of ${name} is not JSON`, {
       cause,
     })
   }
+  // A number outside the range of a double (1e400, written by another tool) parses as Infinity,
+  // which no JSON value holds: an error, as when the whole subject is loaded.
+  if (HUGE.test(raw) && !allFinite(value))
+    throw new StorageError(
+      storage,
+      'read',
+      subject,
+      `the stored value of ${name} holds a number outside the range of a double`,
+    )
+  return value
 }
