@@ -6,7 +6,11 @@ import { streamSSE } from 'hono/streaming'
 
 type Subscription = ReturnType<Container['events$']['subscribe']>
 
-function glob(pattern: string | undefined, field: string): GlobMatcher | Response | undefined {
+/** A glob from a query parameter: undefined when absent, a 400 response naming it when invalid. */
+export function glob(
+  pattern: string | undefined,
+  field: string,
+): GlobMatcher | Response | undefined {
   if (pattern === undefined || pattern === '') return undefined
   try {
     return compileGlob(pattern)

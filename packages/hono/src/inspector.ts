@@ -2,6 +2,7 @@ import type { Container, DeadLetter, GlobMatcher, SubstateEvent } from '@substat
 import { compileGlob } from '@substate/core'
 import { type Context, Hono } from 'hono'
 import { type SSEStreamingApi, streamSSE } from 'hono/streaming'
+import { glob } from './events-stream.js'
 import { INSPECTOR_CSS, INSPECTOR_JS, inspectorHtml } from './inspector-page.js'
 import {
   type CascadeSummary,
@@ -354,24 +355,12 @@ function logOrigins(container: Container, limit: number): CascadeSummary[] {
   }))
 }
 
-function glob(pattern: string | undefined, field: string): GlobMatcher | Response | undefined {
-  if (pattern === undefined || pattern === '') return undefined
-  try {
-    return compileGlob(pattern)
-  } catch (e) {
-    return Response.json(
-      { error: `invalid glob in ?${field}=: ${(e as Error).message}`, field },
-      { status: 400 },
-    )
-  }
-}
-
 async function readSubject(
   container: Container,
   name: string,
 ): Promise<{ name: string; props: Record<string, unknown>; ext: Record<string, unknown> }> {
   const subject = container.subject(name)
-  await subject.keys() // loads it
+  await subject.refresh() // reads through: what any replica stored
   return subject.toJSON()
 }
 
