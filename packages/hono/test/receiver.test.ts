@@ -280,12 +280,17 @@ describe.each(transports)('receiver through %s', (transport) => {
     const gate = new Promise<void>((r) => {
       release = r
     })
+    let started!: () => void
+    const running = new Promise<void>((r) => {
+      started = r
+    })
     env.container.on('device.slow', async (ctx) => {
+      started()
       await gate
       await ctx.subject.set('done', true)
     })
     const inflight = post(binary({ 'ce-type': 'device.slow' }, 'slow'), '{}')
-    await new Promise((r) => setTimeout(r, 30))
+    await running // in flight (a condition, not a sleep: the machine may be busy)
     const closing = env.container.close({ drainTimeout: 5000 })
     const during = await post(binary({}, 'late'), '{"cpu":1}')
     expect(during.status).toBe(503)
