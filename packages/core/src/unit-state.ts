@@ -6,7 +6,6 @@
  * all. Events it dispatched reach `events$` and the outbound routes only once it committed, so a
  * run that is discarded (a conflict, a failed attempt) leaves nothing behind.
  */
-import { createHash } from 'node:crypto'
 import type { JsonValue } from './json.js'
 import type {
   OutboxMessage,
@@ -194,7 +193,7 @@ interface Mark {
 export class UnitState {
   /** The unit's idempotency key (ingress units), or `undefined`. */
   readonly key: string | undefined
-  readonly #ids: string
+  #ids: string | undefined
   #seq = 0
   readonly #views = new Map<object, UnitView>()
   readonly #journal: Array<[UnitView, string, Written | undefined]> = []
@@ -207,16 +206,14 @@ export class UnitState {
 
   constructor(key: string | undefined) {
     this.key = key
-    // Ids of the events a unit emits derive from its key, so a re-run (and a re-send from the
-    // outbox) carries the same ids and a deduplicating receiver applies them once.
-    this.#ids =
-      key === undefined
-        ? `u${createHash('sha1').update(String(Math.random())).digest('hex').slice(0, 16)}`
-        : `u${createHash('sha1').update(key).digest('hex').slice(0, 16)}`
+    // Ids of the events a unit emits derive from its key (made on first use), so a re-run, and
+    // a re-send from the outbox, carries the same ids and a deduplicating receiver applies them
+    // once.
   }
 
   /** The next event id of this run. */
   nextId(): string {
+    this.#ids ??= `u${digest(this.key ?? `${Math.random()}:${Date.now()}`)}`
     return `${this.#ids}-${(this.#seq++).toString(36)}`
   }
 
@@ -290,4 +287,19 @@ export class UnitState {
     }
     return out
   }
+}
+
+/**
+ * A 64-bit digest of a string as 16 hex digits (two 32-bit FNV-1a lanes with different seeds):
+ * not cryptographic, and need not be: it only spreads unit keys into event ids.
+ */
+function digest(text: string): string {
+  let a = 0x811c9dc5
+  let b = 0x01000193 ^ text.length
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i)
+    a = Math.imul(a ^ c, 0x01000193)
+    b = Math.imul(b ^ c, 0x5bd1e995) ^ (b >>> 15)
+  }
+  return (a >>> 0).toString(16).padStart(8, '0') + (b >>> 0).toString(16).padStart(8, '0')
 }
