@@ -1,5 +1,4 @@
-import type { Container, DeadLetter, GlobMatcher, SubstateEvent } from '@substate/core'
-import { compileGlob } from '@substate/core'
+import type { Container, DeadLetter, SubstateEvent } from '@substate/core'
 import { type Context, Hono } from 'hono'
 import { type SSEStreamingApi, streamSSE } from 'hono/streaming'
 import { glob } from './events-stream.js'
