@@ -9,7 +9,12 @@ function recordingLogger() {
     (obj: Record<string, unknown>, msg?: string): void => {
       calls.push({ level, obj, msg })
     }
-  const logger: Logger = { error: at('error'), warn: at('warn'), info: at('info'), debug: at('debug') }
+  const logger: Logger = {
+    error: at('error'),
+    warn: at('warn'),
+    info: at('info'),
+    debug: at('debug'),
+  }
   return { logger, calls }
 }
 
@@ -22,7 +27,13 @@ describe('logger', () => {
     c.on('order.created', async function chargeCard() {
       throw new Error('card declined')
     })
-    const r = await c.receive({ id: 'e-1', source: 'shop', type: 'order.created', subject: 'order:1', originId: 'o-9' })
+    const r = await c.receive({
+      id: 'e-1',
+      source: 'shop',
+      type: 'order.created',
+      subject: 'order:1',
+      originId: 'o-9',
+    })
     expect(r.status).toBe('failed')
     const errors = calls.filter((l) => l.level === 'error')
     expect(errors).toHaveLength(1)
@@ -119,7 +130,7 @@ describe('logger', () => {
     const report = await c.close()
     const warn = calls.find((l) => l.level === 'warn' && l.obj.handler === 'route:down')
     expect(warn?.obj).toMatchObject({ eventId: 'e-2', eventType: 'order.paid', subject: 'order:2' })
-    expect((warn?.obj.err as Error).message).toBe('connection refused')
+    expect((warn!.obj.err as Error).message).toBe('connection refused')
     const closed = calls.find((l) => l.level === 'info' && l.msg === 'container closed')
     expect(closed?.obj).toMatchObject({
       drained: report.drained,

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest'
-import { Histogram } from '../src/metrics.js'
 import { createContainer, DEFAULT_BUCKETS, type DeadLetter } from '../src/index.js'
+import { Histogram } from '../src/metrics.js'
 
 describe('Histogram', () => {
   it('counts each observation in the first bucket whose bound is >= it, cumulatively', () => {
@@ -81,8 +81,12 @@ describe('container metrics', () => {
     await c.receive({ id: '1', source: 't', type: 'x', subject: 's' })
     const text = await c.metrics.prometheus()
     expect(text).toContain('# TYPE substate_handler_duration_seconds histogram')
-    expect(text).toMatch(/^substate_handler_duration_seconds_bucket\{handler="slowish",le="0\.005"\} 1$/m)
-    expect(text).toMatch(/^substate_handler_duration_seconds_bucket\{handler="slowish",le="\+Inf"\} 1$/m)
+    expect(text).toMatch(
+      /^substate_handler_duration_seconds_bucket\{handler="slowish",le="0\.005"\} 1$/m,
+    )
+    expect(text).toMatch(
+      /^substate_handler_duration_seconds_bucket\{handler="slowish",le="\+Inf"\} 1$/m,
+    )
     expect(text).toMatch(/^substate_handler_duration_seconds_count\{handler="slowish"\} 1$/m)
     expect(text).toMatch(/^substate_handler_duration_seconds_sum\{handler="slowish"\} [0-9.e-]+$/m)
     expect(text).toContain('{handler="we\\"ird\\\\name"}')
