@@ -154,6 +154,9 @@ export class Telemetry {
       event === undefined
         ? { 'messaging.system': 'substate', 'messaging.operation.type': 'process' }
         : eventAttributes(event, 'process', 'process')
+    // A received event without an origin id starts a cascade of its own id.
+    if (event !== undefined && event.originId === undefined)
+      (attributes as Record<string, string>)['substate.origin_id'] = event.id
     const span = this.#tracer!.startSpan(
       event === undefined ? 'process batch' : `process ${event.type}`,
       { kind: CONSUMER, attributes: { ...attributes, 'substate.unit.subject': home } },
