@@ -24,7 +24,7 @@ it('the receiver logs internal failures through a pino-style logger, with the er
   // The container logged the handler failure with the event's ids...
   const failure = calls.find((c) => c.obj.eventId === 'e-1')
   expect(failure?.level).toBe('error')
-  expect((failure?.obj.err as Error).message).toBe('sensor table gone')
+  expect((failure!.obj.err as Error).message).toBe('sensor table gone')
   // ...and the receiver its 500, with the id the client got.
   const answered = calls.find((c) => c.obj.errorId === errorId)
   expect(answered?.level).toBe('error')
