@@ -1,5 +1,10 @@
 import { afterEach, describe, expect, it, vi } from 'vitest'
-import { createContainer, type Logger, type OutboundEmitter } from '../src/index.js'
+import {
+  createContainer,
+  createMemoryStorage,
+  type Logger,
+  type OutboundEmitter,
+} from '../src/index.js'
 
 /** A pino-style logger that records its calls. */
 function recordingLogger() {
@@ -139,5 +144,26 @@ describe('logger', () => {
       errors: 0,
       outbox: report.outbox,
     })
+  })
+
+  it('warns when a unit of work gives up after conflicts (conflictTimeout), and counts the re-run', async () => {
+    const { logger, calls } = recordingLogger()
+    const storage = createMemoryStorage()
+    const c = createContainer({ logger, storage, conflictTimeout: 0 })
+    c.onError(() => {})
+    c.on('count', async (ctx) => {
+      const n = await ctx.subject.get<number>('n', { default: 0 })
+      // Another process writes what this unit read before it commits.
+      await storage.commit('counter:1', [{ op: 'set', kind: 'prop', name: 'n', value: n + 100 }])
+      await ctx.subject.set('n', n + 1)
+    })
+    const r = await c.receive({ id: 'c-1', source: 't', type: 'count', subject: 'counter:1' })
+    expect(r.status).toBe('failed')
+    expect(r.error?.name).toBe('ConflictError')
+    const warn = calls.find((l) => l.level === 'warn' && l.obj.eventId === 'c-1')
+    expect(warn?.obj).toMatchObject({ eventType: 'count', subject: 'counter:1', attempts: 1 })
+    expect(warn!.obj.err).toBe(r.error)
+    expect((await c.metrics.collect()).conflicts).toBe(1)
+    await c.close()
   })
 })
