@@ -3,15 +3,25 @@
  * glob patterns, in-memory storage. Baseline: the least a hand-written version would do — a Map of
  * Maps, an `===` compare, an event object, one precompiled glob test and an awaited handler.
  */
-import { createContainer, SUBJECT_PROPERTY_CHANGED, type Subject } from '@substate/core'
+import {
+  BasicTracerProvider,
+  BatchSpanProcessor,
+  InMemorySpanExporter,
+} from '@opentelemetry/sdk-trace-base'
+import {
+  createContainer,
+  SUBJECT_PROPERTY_CHANGED,
+  type Subject,
+  type TracerLike,
+} from '@substate/core'
 import micromatch from 'micromatch'
-import { type Benchmark, compare, fmt } from './harness.js'
+import { type Benchmark, compare, type Figure, fmt } from './harness.js'
 
 const SUBJECTS = 1000
 const BATCH = 1000
 
-async function substate(): Promise<() => Promise<number>> {
-  const container = createContainer()
+async function substate(tracer?: TracerLike): Promise<() => Promise<number>> {
+  const container = createContainer(tracer === undefined ? {} : { tracer })
   const { on } = container.handlers()
   for (let i = 0; i < 99; i++) on(`device.${i}.*`, async () => {})
   let sink = 0
@@ -78,7 +88,35 @@ export const benchmarks: Benchmark[] = [
             `naive baseline ${fmt(r.baseline)} sets/s`,
           ],
         },
+        await traced(),
       ]
     },
   },
 ]
+
+/**
+ * P1 with the OpenTelemetry SDK on (a span per dispatch and per handler, into the in-memory
+ * exporter behind the batch span processor, cleared every batch) against P1 with tracing off, alternating rounds: the ratio is
+ * what tracing costs on the hot path (informational, no goal).
+ */
+async function traced(): Promise<Figure> {
+  const exporter = new InMemorySpanExporter()
+  const provider = new BasicTracerProvider({ spanProcessors: [new BatchSpanProcessor(exporter)] })
+  const on = await substate(provider.getTracer('p1'))
+  const withSpans = async (): Promise<number> => {
+    const n = await on()
+    exporter.reset()
+    return n
+  }
+  const r = await compare(withSpans, await substate())
+  await provider.shutdown()
+  return {
+    id: 'P1-otel',
+    goal: 0,
+    ratio: r.ratio,
+    details: [
+      `tracing on (OpenTelemetry SDK, in-memory exporter) ${fmt(r.candidate)} sets/s`,
+      `tracing off ${fmt(r.baseline)} sets/s`,
+    ],
+  }
+}

@@ -16,7 +16,7 @@ import { isMainThread, parentPort, Worker, workerData } from 'node:worker_thread
 import autocannon from 'autocannon'
 import { type Benchmark, fmt, median } from './harness.js'
 
-type Kind = 'substate' | 'bare' | 'bare-node'
+type Kind = 'substate' | 'substate-otel' | 'bare' | 'bare-node'
 
 const CONNECTIONS = 50
 const DURATION = 3 // seconds per round
@@ -29,10 +29,25 @@ async function startServer(kind: Kind): Promise<void> {
   const { serve } = await import('@hono/node-server')
   let fetch: (req: Request) => Response | Promise<Response>
   let handled = (): number => 0
-  if (kind === 'substate') {
+  if (kind === 'substate' || kind === 'substate-otel') {
     const { createContainer, createMemoryStorage } = await import('@substate/core')
     const { createReceiver } = await import('@substate/hono')
-    const container = createContainer({ storage: createMemoryStorage(), source: 'p7' })
+    let tracer: import('@substate/core').TracerLike | undefined
+    if (kind === 'substate-otel') {
+      // The OpenTelemetry SDK with the in-memory exporter behind the batch span processor, emptied every second.
+      const sdk = await import('@opentelemetry/sdk-trace-base')
+      const exporter = new sdk.InMemorySpanExporter()
+      const provider = new sdk.BasicTracerProvider({
+        spanProcessors: [new sdk.BatchSpanProcessor(exporter)],
+      })
+      tracer = provider.getTracer('p7')
+      setInterval(() => exporter.reset(), 1000).unref()
+    }
+    const container = createContainer({
+      storage: createMemoryStorage(),
+      source: 'p7',
+      ...(tracer === undefined ? {} : { tracer }),
+    })
     container.on('device.reading', { name: 'reading' }, async (ctx) => {
       await ctx.subject.set('cpu', (ctx.payload as { cpu: number }).cpu)
     })
@@ -152,28 +167,34 @@ export const benchmarks: Benchmark[] = [
     title: `HTTP receiver, binary CloudEvent, 1 handler, memory, autocannon -c ${CONNECTIONS} (vs bare Hono JSON POST → 202)`,
     async run() {
       const substate = await spawn('substate')
+      const otel = await spawn('substate-otel')
       const bare = await spawn('bare')
       const bareNode = await spawn('bare-node')
       try {
         await load(substate.url, 1) // warm-up
+        await load(otel.url, 1)
         await load(bare.url, 1)
         await load(bareNode.url, 1)
         const s: Round[] = []
+        const o: Round[] = []
         const b: Round[] = []
         const n: Round[] = []
         const ratios: number[] = []
         const nodeRatios: number[] = []
+        const otelRatios: number[] = []
         for (let i = 0; i < ROUNDS; i++) {
           // rotate the order every round so no side always runs on a warmer machine
-          const order = [substate, bare, bareNode]
-          for (let k = 0; k < i % 3; k++) order.push(order.shift()!)
+          const order = [substate, otel, bare, bareNode]
+          for (let k = 0; k < i % 4; k++) order.push(order.shift()!)
           const r = new Map<Server, Round>()
           for (const server of order) r.set(server, await load(server.url, DURATION))
           s.push(r.get(substate)!)
+          o.push(r.get(otel)!)
           b.push(r.get(bare)!)
           n.push(r.get(bareNode)!)
           ratios.push(r.get(substate)!.rps / r.get(bare)!.rps)
           nodeRatios.push(r.get(substate)!.rps / r.get(bareNode)!.rps)
+          otelRatios.push(r.get(otel)!.rps / r.get(substate)!.rps)
         }
         const handled = await substate.ask<number>('handled', 'handled')
         const acked = s.reduce((sum, r) => sum + r.ok, 0)
@@ -191,8 +212,17 @@ export const benchmarks: Benchmark[] = [
               `${handled.toLocaleString('en-US')} events handled and stored for ${acked.toLocaleString('en-US')} measured 202s (plus warm-up)`,
             ],
           },
+          {
+            id: 'P7-otel',
+            goal: 0,
+            ratio: median(otelRatios),
+            details: [
+              `substate receiver with the OpenTelemetry SDK on (in-memory exporter) ${fmt(median(o.map((r) => r.rps)))} req/s, p99 ${median(o.map((r) => r.p99))} ms; ratio = tracing on / off`,
+            ],
+          },
         ]
       } finally {
+        await otel.stop()
         await substate.stop()
         await bare.stop()
         await bareNode.stop()

@@ -143,6 +143,9 @@ export function httpEmitter({
     for (const [k, v] of Object.entries(extraHeaders)) headers[k.toLowerCase()] = v
     for (const [k, v] of Object.entries(meta?.headers ?? {})) headers[k.toLowerCase()] = v
     Object.assign(headers, message.headers)
+    // The trace context also as W3C Trace Context headers, for HTTP-level tracing in between.
+    if (typeof ce.traceparent === 'string') headers.traceparent = ce.traceparent
+    if (typeof ce.tracestate === 'string') headers.tracestate = ce.tracestate
     const init = { method: 'POST', headers }
     const what = `POST ${target} of ${event.type} ${event.id} (subject ${event.subject})`
     for (let attempt = 1; ; attempt++) {

@@ -114,8 +114,12 @@ export function parseHttpMessage(message: HttpMessage): ParseResult {
   const { headers, body } = message
   let contentType: string | undefined
   let attrs: Record<string, string> | undefined
+  let traceparent: string | undefined
+  let tracestate: string | undefined
   const header = (name: string, value: string): void => {
     if (name === 'content-type') contentType = value
+    else if (name === 'traceparent') traceparent = value
+    else if (name === 'tracestate') tracestate = value
     else if (name.startsWith('ce-')) {
       // No prototype: `ce-__proto__` is an attribute like any other (and gets the same checks).
       attrs ??= Object.create(null) as Record<string, string>
@@ -158,6 +162,7 @@ export function parseHttpMessage(message: HttpMessage): ParseResult {
     if (event instanceof Invalid) return fail(400, event)
     const deep = deepData(event, '')
     if (deep) return fail(400, deep)
+    traceHeaders(event, traceparent, tracestate)
     return { ok: true, mode: 'structured', events: [event] }
   }
   if (attrs === undefined || type.startsWith('application/cloudevents')) {
@@ -182,5 +187,24 @@ export function parseHttpMessage(message: HttpMessage): ParseResult {
     } else if (type.startsWith('text/')) event.payload = text(body)
     else event.payload = bytes(body).toString('base64')
   }
+  traceHeaders(event, traceparent, tracestate)
   return { ok: true, mode: 'binary', events: [event] }
+}
+
+/**
+ * W3C Trace Context sent as plain HTTP headers (`traceparent`, `tracestate`, as an instrumented
+ * HTTP client sends them) becomes the event's Distributed Tracing extension when the event does
+ * not carry one itself (single events only: a batch's events carry their own).
+ */
+function traceHeaders(
+  event: { extensions?: Readonly<Record<string, string | number | boolean>> },
+  traceparent: string | undefined,
+  tracestate: string | undefined,
+): void {
+  if (traceparent === undefined || event.extensions?.traceparent !== undefined) return
+  event.extensions = {
+    ...event.extensions,
+    traceparent,
+    ...(tracestate === undefined ? {} : { tracestate }),
+  }
 }

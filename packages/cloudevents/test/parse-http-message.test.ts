@@ -334,3 +334,37 @@ describe('what Python KRules sends', () => {
     expect(r.ok).toBe(true)
   })
 })
+
+describe('Distributed Tracing extension', () => {
+  const tp = '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01'
+  it('keeps ce-traceparent / ce-tracestate as extensions', () => {
+    const r = parseHttpMessage({
+      headers: { ...ce, 'ce-traceparent': tp, 'ce-tracestate': 'k=v' },
+      body: '',
+    })
+    expect(r.ok && r.events[0]!.extensions).toEqual({ traceparent: tp, tracestate: 'k=v' })
+  })
+  it('takes plain traceparent / tracestate headers when the event carries none', () => {
+    const binary = parseHttpMessage({
+      headers: { ...ce, traceparent: tp, tracestate: 'k=v' },
+      body: '',
+    })
+    expect(binary.ok && binary.events[0]!.extensions).toEqual({
+      traceparent: tp,
+      tracestate: 'k=v',
+    })
+    const s = parseHttpMessage({
+      headers: { 'content-type': 'application/cloudevents+json', traceparent: tp },
+      body: JSON.stringify(structured),
+    })
+    expect(s.ok && s.events[0]!.extensions).toEqual({ traceparent: tp })
+  })
+  it("prefers the event's own traceparent to the HTTP header", () => {
+    const own = '00-11111111111111111111111111111111-2222222222222222-01'
+    const r = parseHttpMessage({
+      headers: { ...ce, 'ce-traceparent': own, traceparent: tp },
+      body: '',
+    })
+    expect(r.ok && r.events[0]!.extensions?.traceparent).toBe(own)
+  })
+})

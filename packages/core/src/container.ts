@@ -18,8 +18,14 @@ import {
 } from './handlers.js'
 import { IdentityMap } from './identity-map.js'
 import { Lifecycle } from './lifecycle.js'
+import { checkLogger, type Logger } from './logger.js'
 import { createMemoryStorage } from './memory-storage.js'
-import { Metrics, type MetricsSnapshot } from './metrics.js'
+import {
+  type ContainerMetrics,
+  Metrics,
+  type MetricsSnapshot,
+  renderPrometheus,
+} from './metrics.js'
 import { type OutboxOptions, OutboxRelay } from './outbox.js'
 import { type RequestOptions, request } from './request-reply.js'
 import { compileGlob } from './router.js'
@@ -28,6 +34,7 @@ import { type ScheduleOptions, Scheduler } from './scheduler.js'
 import { scopes } from './scope.js'
 import type { StorageProvider, SubjectStorage } from './storage.js'
 import type { SubjectHost, SubjectState } from './subject.js'
+import { Telemetry, type TracerLike } from './telemetry.js'
 import { TIMER_SOURCE, TIMERS, type TimerOptions, Timers } from './timers.js'
 import type {
   DeadLetterSink,
@@ -93,6 +100,30 @@ export interface ContainerOptions {
   readonly timers?: TimerOptions
   /** Transports for `emit(..., { dispatchUrl })` and `emit(..., { topic })`. */
   readonly targets?: TargetFactories
+  /**
+   * A pino-style logger (`error`, `warn`, `info`, `debug`, each `(fields, message?)`): failures
+   * (with event id, type, subject, origin id and the error), undelivered sends, units that gave up
+   * after conflicts, an unreachable storage, the drain report of `close()`. @default the console
+   * (errors and warnings; failures only when no `onError` hook is registered)
+   */
+  readonly logger?: Logger
+  /**
+   * OpenTelemetry tracing with this tracer (needs the optional peer `@opentelemetry/api`): spans
+   * per unit of work, dispatch, handler, commit and send. @default none
+   */
+  readonly tracer?: TracerLike
+  /** Trace with the global OpenTelemetry tracer provider (`@opentelemetry/api`). @default false */
+  readonly tracing?: boolean
+}
+
+/** `container.metrics`. */
+export interface ContainerMetricsApi {
+  /** Per-handler counters, latencies and duration histograms. */
+  snapshot(): MetricsSnapshot
+  /** Handlers plus the container's counters and histograms (and the outbox backlog). */
+  collect(): Promise<ContainerMetrics>
+  /** {@link collect} as Prometheus text: histograms in seconds, every family `substate_*`. */
+  prometheus(): Promise<string>
 }
 
 /**
@@ -148,8 +179,8 @@ export interface Container<E extends EventMap = EventMap> {
    * outbound emitters, closes storage, completes the observables.
    */
   close(options?: { drainTimeout?: number }): Promise<CloseReport>
-  /** Per-handler counters and latencies. */
-  readonly metrics: { snapshot(): MetricsSnapshot }
+  /** Per-handler counters and latencies; the container's counters and duration histograms. */
+  readonly metrics: ContainerMetricsApi
   /** The most recent events, newest first: `eventLog.recent(20, { type: 'device.*' })`. */
   readonly eventLog: EventLog
   /**
@@ -207,13 +238,19 @@ class Engine implements Container {
   readonly #scheduler: Scheduler
   readonly #timers: Timers
   readonly #log: EventRing
+  /** The logger (given, or the console). */
+  readonly #logger: Logger
   readonly #stream = new RxSubject<SubstateEvent>()
   /** Subjects the engine itself writes (schedule claims, timers): their storages close too. */
   readonly #ownSubjects = new Set<string>()
   #closed: Promise<CloseReport> | undefined
   readonly events$: Observable<SubstateEvent> = this.#stream.asObservable()
   readonly eventLog: EventLog
-  readonly metrics: { snapshot(): MetricsSnapshot } = { snapshot: () => this.#metrics.snapshot() }
+  readonly metrics: ContainerMetricsApi = {
+    snapshot: () => this.#metrics.snapshot(),
+    collect: async () => this.#metrics.collect(await this.#relay.pending()),
+    prometheus: async () => renderPrometheus(await this.metrics.collect()),
+  }
   readonly on: On<EventMap>
   readonly when: <C = EventContext>(filter: Filter<C>) => WhenFilter<C>
   readonly middleware: (fn: Middleware<EventContext>) => Unsubscribe
@@ -226,13 +263,21 @@ class Engine implements Container {
     const throws = options.errorMode === 'throw'
     this.#log = new EventRing(options.eventLog ?? 100)
     this.eventLog = this.#log
-    this.#failures = new Failures(options.deadLetter)
+    const logger =
+      options.logger === undefined ? undefined : checkLogger(options.logger, 'createContainer()')
+    const telemetry = new Telemetry(options)
+    this.#failures = new Failures(options.deadLetter, logger, this.#metrics)
+    const log = this.#failures.log
+    this.#logger = log
     this.#batches = new Batches(state, async (home, body) => {
       const ran = await this.#units.run(undefined, home, body)
       if (ran.kind === 'failed') throw ran.error
     })
     this.#handlers = new HandlerRegistry(this.#metrics, this.#batches.wrap)
-    this.#routes = new Routes(options.targets, this.#failures)
+    this.#routes = new Routes(options.targets, this.#failures, {
+      metrics: this.#metrics,
+      telemetry,
+    })
     const host: SubjectHost = {
       storageFor: (name) => this.#storageFor(name),
       live: (name) => this.#subjects.get(name),
@@ -265,6 +310,8 @@ class Engine implements Container {
       events: this.#stream,
       work: state,
       emitter: { emitFrom: (...args) => this.#events.emitFrom(...args) },
+      metrics: this.#metrics,
+      telemetry,
     })
     this.#events = new Events({
       source: this.source,
@@ -280,7 +327,8 @@ class Engine implements Container {
       {
         resolve: (target, event) => this.#routes.resolve(target, event),
         subject: (name) => this.#subjects.get(name),
-        report: (what, event, error) => this.#failures.report(what, event, error),
+        report: (what, event, error) => this.#failures.report(what, event, error, 'warn'),
+        log,
       },
       options.outbox,
     )
@@ -310,6 +358,9 @@ class Engine implements Container {
         },
         begin: () => state.enter(),
         end: () => state.leave(),
+        metrics: this.#metrics,
+        telemetry,
+        log,
       },
       {
         ...(options.concurrency === undefined ? {} : { concurrency: options.concurrency }),
@@ -504,7 +555,28 @@ class Engine implements Container {
     }
     state.abort()
     this.#stream.complete()
-    return { drained, stored, timedOut, errors, outbox }
+    const report = { drained, stored, timedOut, errors, outbox }
+    this.#logClose(report)
+    return report
+  }
+
+  #logClose(r: CloseReport): void {
+    try {
+      for (const err of r.errors)
+        this.#logger.warn({ source: this.source, err }, 'close: a step failed')
+      const fields = {
+        source: this.source,
+        drained: r.drained,
+        stored: r.stored,
+        timedOut: r.timedOut,
+        errors: r.errors.length,
+        outbox: r.outbox,
+      }
+      if (r.timedOut) this.#logger.warn(fields, 'container closed: the drain timed out')
+      else this.#logger.info(fields, 'container closed')
+    } catch {
+      // A throwing logger does not fail close().
+    }
   }
 }
 

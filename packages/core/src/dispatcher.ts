@@ -5,8 +5,10 @@ import { Context, type EventContext, type NestedEmitter, withSignal } from './ev
 import type { EventRing } from './event-log.js'
 import type { Failures } from './failures.js'
 import type { HandlerEntry, HandlerRegistry } from './handlers.js'
+import type { Metrics } from './metrics.js'
 import type { Routes, Target } from './routes.js'
 import { type Scope, scopes } from './scope.js'
+import type { Telemetry } from './telemetry.js'
 import type { EmitResult, Subject, SubstateEvent } from './types.js'
 
 /** `DispatchRequest.value` meaning "resolve with the `EmitResult`". */
@@ -52,6 +54,8 @@ export interface DispatcherDeps {
   readonly work: WorkTracker
   /** How handler contexts emit nested events. */
   readonly emitter: NestedEmitter
+  readonly metrics: Metrics
+  readonly telemetry: Telemetry
 }
 
 /** The state of a dispatch that goes through middleware (kept on its context). */
@@ -72,6 +76,10 @@ export class Dispatcher {
   readonly #routes: Routes
   readonly #failures: Failures
   readonly #work: WorkTracker
+  readonly #metrics: Metrics
+  readonly #telemetry: Telemetry
+  /** Tracing is on: every handler runs through `#invoke` (in a span). */
+  readonly #traced: boolean
   /** The end of the middleware chain: routes and handlers of the context's dispatch. */
   readonly #inner = (c: EventContext): Promise<void> => {
     const through = (c as Context).through as ThroughMiddleware
@@ -84,6 +92,9 @@ export class Dispatcher {
     this.#routes = deps.routes
     this.#failures = deps.failures
     this.#work = deps.work
+    this.#metrics = deps.metrics
+    this.#telemetry = deps.telemetry
+    this.#traced = deps.telemetry.on
   }
 
   dispatch(req: DispatchRequest): Promise<EmitResult> {
@@ -92,7 +103,15 @@ export class Dispatcher {
     if (depth > this.#deps.maxDepth) {
       return Promise.reject(new CascadeDepthError(this.#deps.maxDepth, req.event.type))
     }
-    const scope: Scope = { depth, originId: req.event.originId, failures: [], unit: parent?.unit }
+    const span = this.#traced ? this.#telemetry.dispatch(req.event, parent?.span, depth) : undefined
+    const scope: Scope = {
+      depth,
+      originId: req.event.originId,
+      failures: [],
+      unit: parent?.unit,
+      span,
+    }
+    this.#metrics.events++
     if (parent === undefined) this.#work.enter()
     return scopes.run(scope, () => this.#run(req, scope, undefined)) as Promise<EmitResult>
   }
@@ -133,7 +152,7 @@ export class Dispatcher {
             if (!(pass === true || (pass !== false && (await pass)))) continue
           }
           handled++
-          if (h.simple && scope.unit === undefined) {
+          if (h.simple && scope.unit === undefined && !this.#traced) {
             // No retry policy and no timeout, outside a unit of work: called inline.
             const started = performance.now()
             try {
@@ -150,8 +169,17 @@ export class Dispatcher {
       ;(inner.through as ThroughMiddleware).handled = handled
       return undefined
     } finally {
-      if (inner === undefined && req.parent === undefined) this.#work.leave()
+      if (inner === undefined) {
+        if (req.parent === undefined) this.#work.leave()
+        if (scope.span !== undefined) this.#endDispatch(scope)
+      }
     }
+  }
+
+  #endDispatch(scope: Scope): void {
+    const span = scope.span!
+    span.setAttribute('substate.failures', scope.failures.length)
+    this.#telemetry.end(span, scope.failures.find((f) => !f.deadLettered)?.error)
   }
 
   async #throughMiddleware(ctx: Context, req: DispatchRequest, scope: Scope): Promise<number> {
@@ -212,30 +240,49 @@ export class Dispatcher {
 
   /** A handler with a retry policy or a timeout. */
   async #invoke(h: HandlerEntry, ctx: EventContext, scope: Scope): Promise<void> {
-    const { retry, timeout } = h.options
+    const { retry } = h.options
     const attempts = retry?.attempts ?? 1
     const signal = this.#work.signal
     const unit = scope.unit
-    for (let attempt = 1; ; attempt++) {
-      const started = performance.now()
-      // In a unit, a failed attempt leaves nothing: its writes, events and sends are undone.
-      const mark = unit?.mark()
-      try {
-        if (timeout === undefined) await h.fn(ctx)
-        else await this.#withTimeout(h, ctx, timeout)
-        h.stats.ok(performance.now() - started)
-        return
-      } catch (e) {
-        if (mark !== undefined) unit!.rollback(mark)
-        if (attempt < attempts && !signal.aborted) {
-          h.stats.retry(performance.now() - started)
-          await sleep(backoff(retry, attempt), signal)
-          continue
+    // Traced: the handler's span is the parent of what it emits while it runs.
+    const parent = scope.span
+    const span = this.#traced ? this.#telemetry.handler(h.stats.name, ctx.event, parent) : undefined
+    if (span !== undefined) scope.span = span
+    try {
+      for (let attempt = 1; ; attempt++) {
+        const started = performance.now()
+        // In a unit, a failed attempt leaves nothing: its writes, events and sends are undone.
+        const mark = unit?.mark()
+        try {
+          if (span !== undefined) await this.#telemetry.within(span, () => this.#call(h, ctx))
+          else await this.#call(h, ctx)
+          h.stats.ok(performance.now() - started)
+          if (span !== undefined) this.#telemetry.end(span)
+          return
+        } catch (e) {
+          if (mark !== undefined) unit!.rollback(mark)
+          if (attempt < attempts && !signal.aborted) {
+            h.stats.retry(performance.now() - started)
+            span?.addEvent('retry', retryAttributes(attempt, e))
+            await sleep(backoff(retry, attempt), signal)
+            continue
+          }
+          h.stats.fail(performance.now() - started)
+          if (span !== undefined) {
+            span.setAttribute('substate.attempts', attempt)
+            this.#telemetry.end(span, e)
+          }
+          return this.#failures.exhausted(h.name, ctx.event, scope, e, attempt)
         }
-        h.stats.fail(performance.now() - started)
-        return this.#failures.exhausted(h.name, ctx.event, scope, e, attempt)
       }
+    } finally {
+      if (span !== undefined) scope.span = parent
     }
+  }
+
+  #call(h: HandlerEntry, ctx: EventContext): unknown {
+    const timeout = h.options.timeout
+    return timeout === undefined ? h.fn(ctx) : this.#withTimeout(h, ctx, timeout)
   }
 
   async #withTimeout(h: HandlerEntry, ctx: EventContext, ms: number): Promise<void> {
@@ -254,5 +301,13 @@ export class Dispatcher {
     } finally {
       clearTimeout(timer)
     }
+  }
+}
+
+/** A retry, as an event of the handler's span. */
+function retryAttributes(attempt: number, e: unknown): Record<string, string | number> {
+  return {
+    'substate.attempt': attempt,
+    'exception.message': e instanceof Error ? e.message : String(e),
   }
 }

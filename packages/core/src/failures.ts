@@ -1,5 +1,7 @@
 import { unsubscribe } from './_internal.js'
 import { HandlerError } from './errors.js'
+import { consoleLogger, eventFields, type Logger } from './logger.js'
+import type { Metrics } from './metrics.js'
 import type { Scope } from './scope.js'
 import type {
   DeadLetterSink,
@@ -13,14 +15,23 @@ import type {
  * The failure path of a container. `fail` records a failure of an event (in its scope) and
  * notifies; `report` only notifies (a throwing filter, a failed dead-letter sink, a schedule's
  * claim); `exhausted` is a handler's last attempt failing (dead-letter, then `fail`); `notify`
- * calls the `onError` hooks; `aggregate` makes the error `errorMode: 'throw'` rejects with.
+ * calls the `onError` hooks and logs; `aggregate` makes the error `errorMode: 'throw'` rejects with.
+ * Every failure goes to the container's `logger` when one is given; without a logger, to the
+ * console unless an `onError` hook takes it.
  */
 export class Failures {
   readonly #hooks = new Set<(f: HandlerFailure) => void>()
   readonly #deadLetter: DeadLetterSink | undefined
+  readonly #logger: Logger | undefined
+  readonly #metrics: Metrics | undefined
+  /** The container's logger: the one given, or the console. */
+  readonly log: Logger
 
-  constructor(deadLetter: DeadLetterSink | undefined) {
+  constructor(deadLetter: DeadLetterSink | undefined, logger?: Logger, metrics?: Metrics) {
     this.#deadLetter = deadLetter
+    this.#logger = logger
+    this.#metrics = metrics
+    this.log = logger ?? consoleLogger
   }
 
   onError(hook: (failure: HandlerFailure) => void): Unsubscribe {
@@ -42,6 +53,7 @@ export class Failures {
       try {
         await this.#deadLetter.put({ event, handler, error, attempts, at: Date.now() })
         deadLettered = true
+        if (this.#metrics) this.#metrics.deadLetters++
       } catch (dlError) {
         this.report(`dead-letter:${handler}`, event, dlError)
       }
@@ -66,13 +78,19 @@ export class Failures {
         : new HandlerError(handler, event.type, event.subject, { cause: e })
     const failure: HandlerFailure = { handler, event, error, attempts, deadLettered, durable }
     scope.failures.push(failure)
+    if (this.#metrics) this.#metrics.failures++
     this.notify(failure)
   }
 
   /** Reported but not a failure of the event (a throwing filter, a dead-letter sink that failed). */
-  report(handler: string, event: SubstateEvent, e: unknown): void {
+  report(
+    handler: string,
+    event: SubstateEvent,
+    e: unknown,
+    level: 'error' | 'warn' = 'error',
+  ): void {
     const error = new HandlerError(handler, event.type, event.subject, { cause: e })
-    this.notify({ handler, event, error, attempts: 1, deadLettered: false, durable: false })
+    this.notify({ handler, event, error, attempts: 1, deadLettered: false, durable: false }, level)
   }
 
   /**
@@ -88,17 +106,31 @@ export class Failures {
     this.report(what, event, outcome.error)
   }
 
-  notify(failure: HandlerFailure): void {
-    if (this.#hooks.size === 0) {
-      console.error(`[substate] ${failure.error.message}`)
-      return
-    }
+  notify(failure: HandlerFailure, level: 'error' | 'warn' = 'error'): void {
+    if (this.#logger !== undefined || this.#hooks.size === 0) this.#log(failure, level)
     for (const hook of this.#hooks) {
       try {
         hook(failure)
       } catch (e) {
-        console.error('[substate] an onError hook threw:', e)
+        this.log.error({ ...eventFields(failure.event), err: e }, 'an onError hook threw')
       }
+    }
+  }
+
+  #log(failure: HandlerFailure, level: 'error' | 'warn'): void {
+    const { handler, event, error, attempts, deadLettered } = failure
+    const fields: Record<string, unknown> = {
+      ...eventFields(event),
+      handler,
+      attempts,
+      deadLettered,
+      // The handler's own error (with its stack) rather than the wrapper.
+      err: error.cause instanceof Error ? error.cause : error,
+    }
+    try {
+      this.log[level](fields, error.message)
+    } catch {
+      // A logger that throws must not break the failure path.
     }
   }
 

@@ -16,7 +16,12 @@
 
 export type { Middleware } from './compose.js'
 export { compose } from './compose.js'
-export type { CloseReport, Container, ContainerOptions } from './container.js'
+export type {
+  CloseReport,
+  Container,
+  ContainerMetricsApi,
+  ContainerOptions,
+} from './container.js'
 export { createContainer } from './container.js'
 export type { ScheduleSpec } from './cron.js'
 export type { SubstateErrorCode } from './errors.js'
@@ -47,9 +52,16 @@ export type {
 } from './handlers.js'
 export type { JsonValue } from './json.js'
 export { cloneJson, copyJson, jsonEqual } from './json.js'
+export type { LogFn, Logger } from './logger.js'
 export type { MemoryStorageOptions } from './memory-storage.js'
 export { createMemoryStorage } from './memory-storage.js'
-export type { HandlerMetrics, MetricsSnapshot } from './metrics.js'
+export type {
+  ContainerMetrics,
+  HandlerMetrics,
+  HistogramSnapshot,
+  MetricsSnapshot,
+} from './metrics.js'
+export { DEFAULT_BUCKETS, family, histogramFamily, labels, renderPrometheus } from './metrics.js'
 export type { RequestOptions } from './request-reply.js'
 export type { GlobMatcher } from './router.js'
 export { compileGlob } from './router.js'
@@ -75,6 +87,8 @@ export type {
   UnitWrite,
   Updater as StorageUpdater,
 } from './storage.js'
+export type { SpanLike, TracerLike } from './telemetry.js'
+export { remoteContext, traceContext } from './telemetry.js'
 export type { TimerHandle, TimerOptions, TimerSpec } from './timers.js'
 export type {
   BatchOptions,

@@ -8,6 +8,7 @@
  * receiver applies them once.
  */
 import { randomUUID } from 'node:crypto'
+import type { Logger } from './logger.js'
 import type { OutboxMessage, SubjectStorage } from './storage.js'
 import type { Subject, SubstateEvent } from './types.js'
 import type { HeldSend, OutboxBody, OutboxTarget } from './unit-state.js'
@@ -33,6 +34,8 @@ export interface OutboxHost {
   subject(name: string): Subject
   /** Reports a failed delivery (it will be tried again). */
   report(what: string, event: SubstateEvent, error: unknown): void
+  /** Where the relay logs a storage it cannot reach, and when it can again. */
+  readonly log?: Logger
 }
 
 /** Sends what committed units hold, and what the outbox of a storage still holds. */
@@ -45,6 +48,8 @@ export class OutboxRelay {
   readonly #inflight = new Set<Promise<void>>()
   /** Storages whose outbox this relay polls. */
   readonly #storages = new Set<SubjectStorage>()
+  /** Storages whose last claim failed (logged once, until a claim succeeds). */
+  readonly #down = new Set<SubjectStorage>()
   #timer: NodeJS.Timeout | undefined
   #polling = false
   #stopped = false
@@ -115,9 +120,22 @@ export class OutboxRelay {
         let claimed: readonly OutboxMessage[]
         try {
           claimed = await storage.outbox!.claim(this.owner, 100, this.#lease)
-        } catch {
-          continue // storage down: the next poll tries again
+        } catch (err) {
+          // Storage down: the next poll tries again.
+          if (!this.#down.has(storage)) {
+            this.#down.add(storage)
+            this.#host.log?.warn(
+              { storage: storage.name, err },
+              'outbox relay: the storage is unreachable; undelivered messages wait',
+            )
+          }
+          continue
         }
+        if (this.#down.delete(storage))
+          this.#host.log?.info(
+            { storage: storage.name },
+            'outbox relay: the storage is reachable again',
+          )
         for (const m of claimed) void this.#track(this.#relay(storage, m))
       }
     } finally {

@@ -3,8 +3,10 @@ import { compose } from './compose.js'
 import type { EmitOptions, EventContext } from './event-context.js'
 import { EXTENSION_NAME, RESERVED_EXTENSIONS } from './extensions.js'
 import type { Failures } from './failures.js'
+import type { Metrics } from './metrics.js'
 import { Router } from './router.js'
 import type { Scope } from './scope.js'
+import { type SpanLike, type Telemetry, traceContext } from './telemetry.js'
 import type { OutboundEmitter, Subject, SubstateEvent, Unsubscribe } from './types.js'
 import { type OutboxTarget, outboxMessage, type UnitState } from './unit-state.js'
 
@@ -127,10 +129,48 @@ export class Routes {
   readonly #byTarget = new Map<string, OutboundEmitter>()
   readonly #factories: TargetFactories | undefined
   readonly #failures: Failures
+  readonly #metrics: Metrics | undefined
+  readonly #telemetry: Telemetry | undefined
 
-  constructor(factories: TargetFactories | undefined, failures: Failures) {
+  constructor(
+    factories: TargetFactories | undefined,
+    failures: Failures,
+    observe?: { readonly metrics: Metrics; readonly telemetry: Telemetry },
+  ) {
     this.#factories = factories
     this.#failures = failures
+    this.#metrics = observe?.metrics
+    this.#telemetry = observe?.telemetry?.on ? observe.telemetry : undefined
+  }
+
+  /**
+   * One outbound delivery, timed, and with tracing on in a `send` span whose trace context goes
+   * out in the event's `traceparent`/`tracestate` extensions (CloudEvents Distributed Tracing).
+   */
+  async #deliver(
+    name: string,
+    send: (e: SubstateEvent, s: Subject) => Promise<void>,
+    event: SubstateEvent,
+    subject: Subject,
+    parent: SpanLike | undefined,
+  ): Promise<void> {
+    const started = performance.now()
+    const telemetry = this.#telemetry
+    const span = telemetry?.send(event, name, parent)
+    try {
+      if (span === undefined) await send(event, subject)
+      else
+        await send(
+          { ...event, extensions: { ...event.extensions, ...traceContext(span) } },
+          subject,
+        )
+      if (span !== undefined) telemetry!.end(span)
+    } catch (e) {
+      if (span !== undefined) telemetry!.end(span, e)
+      throw e
+    } finally {
+      this.#metrics?.sends.observe((performance.now() - started) / 1000)
+    }
   }
 
   /** Routes registered. */
@@ -168,12 +208,16 @@ export class Routes {
     const unit = scope.unit
     if (targets !== undefined) {
       for (const { emitter, target } of targets) {
+        const send = (e: SubstateEvent, s: Subject) => emitter.send(e, s)
+        const span = scope.span
         if (unit !== undefined) {
-          hold(unit, target, emitter, ctx, () => emitter.send(ctx.event, ctx.subject))
+          hold(unit, target, emitter, ctx, () =>
+            this.#deliver(emitter.name, send, ctx.event, ctx.subject, span),
+          )
           continue
         }
         try {
-          await emitter.send(ctx.event, ctx.subject)
+          await this.#deliver(emitter.name, send, ctx.event, ctx.subject, span)
         } catch (e) {
           this.#failures.fail(scope, `route:${emitter.name}`, ctx.event, e, 1, false, false)
         }
@@ -182,14 +226,16 @@ export class Routes {
     }
     const routes = this.#router.match(ctx.type)
     const local = routes.length === 0 || !routes.every((r) => r.direct)
+    const span = scope.span
     for (const route of routes) {
+      const name = route.emitter.name
       if (unit !== undefined) {
-        const send = () => route.send(ctx.event, ctx.subject)
-        hold(unit, { route: route.emitter.name }, route.emitter, ctx, send)
+        const send = () => this.#deliver(name, route.send, ctx.event, ctx.subject, span)
+        hold(unit, { route: name }, route.emitter, ctx, send)
         continue
       }
       try {
-        await route.send(ctx.event, ctx.subject)
+        await this.#deliver(name, route.send, ctx.event, ctx.subject, span)
       } catch (e) {
         this.#failures.fail(scope, `route:${route.emitter.name}`, ctx.event, e, 1, false, false)
       }
@@ -226,11 +272,13 @@ export class Routes {
   ): ((e: SubstateEvent, s: Subject) => Promise<void>) | undefined {
     if ('route' in target) {
       const route = this.#router.match(event.type).find((r) => r.emitter.name === target.route)
-      return route?.send
+      if (route === undefined) return undefined
+      return (e, s) => this.#deliver(target.route, route.send, e, s, undefined)
     }
     try {
       const emitter = this.#target(target.kind, target.target, 'a target factory')
-      return (e, s) => emitter.send(e, s)
+      const send = (e: SubstateEvent, s: Subject) => emitter.send(e, s)
+      return (e, s) => this.#deliver(emitter.name, send, e, s, undefined)
     } catch {
       return undefined
     }

@@ -1,4 +1,5 @@
 import { AsyncLocalStorage } from 'node:async_hooks'
+import type { SpanLike } from './telemetry.js'
 import type { HandlerFailure } from './types.js'
 import type { UnitState } from './unit-state.js'
 
@@ -15,6 +16,11 @@ export interface Scope {
   /** Failures of this dispatch and its cascade; merged into the parent scope's on completion. */
   readonly failures: HandlerFailure[]
   readonly unit: UnitOfWork | undefined
+  /**
+   * With tracing on: the span nested work hangs under (the dispatch's span, the running
+   * handler's while it runs, the unit's at a unit's root).
+   */
+  span?: SpanLike | undefined
 }
 
 export const scopes: AsyncLocalStorage<Scope> = new AsyncLocalStorage<Scope>()

@@ -11,8 +11,18 @@ import { RecentKeys } from './_internal.js'
 import { ConflictError, isSubstateError, ShutdownError, StorageError } from './errors.js'
 import { cloneJson, freezeJson, type JsonValue, jsonEqual } from './json.js'
 import { KeyedQueue } from './keyed-queue.js'
+import { eventFields, type Logger } from './logger.js'
+import type { Metrics } from './metrics.js'
 import type { Scope } from './scope.js'
-import type { Change, SubjectSnapshot, SubjectStorage, UnitCommitResult } from './storage.js'
+import type {
+  Change,
+  OutboxMessage,
+  SubjectSnapshot,
+  SubjectStorage,
+  UnitCommitResult,
+  UnitEntry,
+} from './storage.js'
+import type { SpanLike, Telemetry } from './telemetry.js'
 import type { EmitResult, HandlerFailure, SubstateEvent } from './types.js'
 import { type HeldSend, UnitState as Unit, type UnitState, type UnitView } from './unit-state.js'
 
@@ -75,6 +85,9 @@ export interface UnitHost {
   /** Counts a unit in flight (for the drain). */
   begin(): void
   end(): void
+  readonly metrics: Metrics
+  readonly telemetry: Telemetry
+  readonly log: Logger
 }
 
 /** Options of units of work. */
@@ -158,12 +171,17 @@ export class UnitsOfWork {
   async #receive(input: IncomingEvent, key: string): Promise<ReceiveResult> {
     if (this.#recent.has(key)) return { status: 'duplicate' }
     let result: EmitResult | undefined
-    const ran = await this.run(key, input.subject, async (unit) => {
-      const event = rootEvent(input)
-      const root: Scope = { depth: -1, originId: event.originId, failures: [], unit }
-      result = await this.#host.dispatch(event, root)
-      return result.failures
-    })
+    const ran = await this.run(
+      key,
+      input.subject,
+      async (unit, span) => {
+        const event = rootEvent(input)
+        const root: Scope = { depth: -1, originId: event.originId, failures: [], unit, span }
+        result = await this.#host.dispatch(event, root)
+        return result.failures
+      },
+      input,
+    )
     if (ran.kind === 'done') {
       this.#recent.add(key)
       return ran.status === 'duplicate' ? { status: 'duplicate' } : { status: 'handled', result }
@@ -181,29 +199,65 @@ export class UnitsOfWork {
   async run(
     key: string | undefined,
     home: string,
-    body: (unit: UnitState) => Promise<readonly HandlerFailure[]>,
+    body: (unit: UnitState, span: SpanLike | undefined) => Promise<readonly HandlerFailure[]>,
+    event?: IncomingEvent,
+  ): Promise<Exclude<Ran, { kind: 'conflict' }>> {
+    const started = performance.now()
+    const telemetry = this.#host.telemetry
+    const span = telemetry.on ? telemetry.unit(event, home) : undefined
+    let ran: Ran | undefined
+    try {
+      ran = await this.#runs(key, home, body, span, event)
+      return ran
+    } finally {
+      this.#host.metrics.units.observe((performance.now() - started) / 1000)
+      if (span !== undefined) {
+        if (ran?.kind === 'done') span.setAttribute('substate.unit.status', ran.status)
+        telemetry.end(span, ran?.kind === 'failed' ? ran.error : undefined)
+      }
+    }
+  }
+
+  async #runs(
+    key: string | undefined,
+    home: string,
+    body: (unit: UnitState, span: SpanLike | undefined) => Promise<readonly HandlerFailure[]>,
+    span: SpanLike | undefined,
+    event: IncomingEvent | undefined,
   ): Promise<Exclude<Ran, { kind: 'conflict' }>> {
     const deadline = Date.now() + this.#timeout
     for (let attempt = 1; ; attempt++) {
       const unit = new Unit(key)
       let ran: Ran
       try {
-        ran = await this.#attempt(unit, home, body)
+        ran = await this.#attempt(unit, home, body, span)
       } finally {
         for (const [state] of unit.touched()) (state as UnitSubject).leave()
       }
       if (ran.kind !== 'conflict') return ran
+      this.#host.metrics.conflicts++
+      span?.addEvent('substate.unit.rerun', { 'substate.attempt': attempt })
       if (Date.now() >= deadline || this.#host.closing) {
-        if (ran.failure !== undefined) return { kind: 'failed', error: ran.failure }
-        return {
-          kind: 'failed',
-          error: new ConflictError(
-            this.#host.storageFor(home).name,
-            home,
-            attempt,
-            'the subjects it read kept changing (other units or processes wrote them)',
-          ),
+        const fields = {
+          ...(event === undefined ? { subject: home } : eventFields(event)),
+          attempts: attempt,
+          conflictTimeout: this.#timeout,
         }
+        if (ran.failure !== undefined) {
+          this.#host.log.warn(
+            { ...fields, err: ran.failure },
+            'a unit of work failed on stale data and kept conflicting: it gave up',
+          )
+          return { kind: 'failed', error: ran.failure }
+        }
+        const error = new ConflictError(
+          this.#host.storageFor(home).name,
+          home,
+          attempt,
+          'the subjects it read kept changing (other units or processes wrote them)',
+        )
+        this.#host.log.warn({ ...fields, err: error }, error.message)
+        return { kind: 'failed', error }
       }
       // The first retry at once (the stale subjects were just reloaded), then jittered backoff.
       if (attempt > 1) await sleep(Math.random() * Math.min(2 ** attempt, 250))
@@ -213,11 +267,12 @@ export class UnitsOfWork {
   async #attempt(
     unit: UnitState,
     home: string,
-    body: (unit: UnitState) => Promise<readonly HandlerFailure[]>,
+    body: (unit: UnitState, span: SpanLike | undefined) => Promise<readonly HandlerFailure[]>,
+    span: SpanLike | undefined,
   ): Promise<Ran> {
     let failures: readonly HandlerFailure[]
     try {
-      failures = await body(unit)
+      failures = await body(unit, span)
     } catch (e) {
       return { kind: 'failed', error: e instanceof Error ? e : new Error(String(e)) }
     }
@@ -229,7 +284,7 @@ export class UnitsOfWork {
         return { kind: 'conflict', failure: failed.error }
       return { kind: 'failed', error: failed.error }
     }
-    return this.#commit(unit, home)
+    return this.#commit(unit, home, span)
   }
 
   /** Whether something the run read changed (a commit that only checks). */
@@ -257,7 +312,7 @@ export class UnitsOfWork {
     return false
   }
 
-  async #commit(unit: UnitState, home: string): Promise<Ran> {
+  async #commit(unit: UnitState, home: string, span: SpanLike | undefined): Promise<Ran> {
     const homeStorage = this.#host.storageFor(home)
     const groups = unit.commits((s) => this.#host.storageFor(s), homeStorage)
     let effects = false
@@ -265,34 +320,10 @@ export class UnitsOfWork {
     let duplicate = false
     if (effects) {
       for (const [storage, g] of groups) {
-        if (storage.commitUnit === undefined) {
-          let r: 'applied' | 'duplicate' | 'conflict'
-          try {
-            r = await this.#commitBySubject(storage, unit)
-          } catch (e) {
-            return { kind: 'failed', error: storageError(storage, home, e) }
-          }
-          if (r === 'conflict') return { kind: 'conflict' }
-          if (r === 'duplicate') duplicate = true
-          continue
-        }
-        let r: UnitCommitResult
-        try {
-          r = await storage.commitUnit({
-            ...(unit.key === undefined ? {} : { key: unit.key }),
-            entries: g.entries,
-            ...(g.outbox.length > 0
-              ? { outbox: g.outbox, owner: this.#host.outbox.owner, lease: this.#host.outbox.lease }
-              : {}),
-          })
-        } catch (e) {
-          return { kind: 'failed', error: storageError(storage, home, e) }
-        }
-        if (r.status === 'conflict') {
-          this.#refresh(r.stale)
-          return { kind: 'conflict' }
-        }
-        if (r.status === 'duplicate') duplicate = true
+        const r = await this.#commitGroup(storage, g, unit, home, span)
+        if (r === 'conflict') return { kind: 'conflict' }
+        if (r instanceof Error) return { kind: 'failed', error: r }
+        if (r === 'duplicate') duplicate = true
       }
     }
     if (duplicate) return { kind: 'done', status: 'duplicate' }
@@ -305,6 +336,51 @@ export class UnitsOfWork {
       void this.#host.relay(unit.sends, homeStorage, homeStorage.commitUnit !== undefined)
     for (const fn of unit.committed) fn()
     return { kind: 'done', status: 'handled' }
+  }
+
+  /** One storage's part of a unit's commit, timed and traced. */
+  async #commitGroup(
+    storage: SubjectStorage,
+    g: { readonly entries: readonly UnitEntry[]; readonly outbox: readonly OutboxMessage[] },
+    unit: UnitState,
+    home: string,
+    parent: SpanLike | undefined,
+  ): Promise<'applied' | 'duplicate' | 'conflict' | Error> {
+    const telemetry = this.#host.telemetry
+    const span = telemetry.on ? telemetry.commit(storage.name, g.entries.length, parent) : undefined
+    const started = performance.now()
+    let r: 'applied' | 'duplicate' | 'conflict' | Error
+    try {
+      if (storage.commitUnit === undefined) r = await this.#commitBySubject(storage, unit)
+      else {
+        const out = await storage.commitUnit({
+          ...(unit.key === undefined ? {} : { key: unit.key }),
+          entries: g.entries,
+          ...(g.outbox.length > 0
+            ? {
+                outbox: g.outbox,
+                owner: this.#host.outbox.owner,
+                lease: this.#host.outbox.lease,
+              }
+            : {}),
+        })
+        if (out.status === 'conflict') this.#refresh(out.stale)
+        r = out.status
+      }
+    } catch (e) {
+      r = storageError(storage, home, e)
+      this.#host.log.warn(
+        { storage: storage.name, subject: home, err: r },
+        'a unit of work could not be stored',
+      )
+    }
+    this.#host.metrics.commits.observe((performance.now() - started) / 1000)
+    if (span !== undefined) {
+      if (r === 'conflict') span.addEvent('substate.conflict')
+      else if (!(r instanceof Error)) span.setAttribute('substate.commit.status', r)
+      telemetry.end(span, r instanceof Error ? r : undefined)
+    }
+    return r
   }
 
   /**

@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto'
-import type { Container, EventMap } from '@substate/core'
+import type { Container, EventMap, Logger } from '@substate/core'
 import { Hono } from 'hono'
 import { eventsStream } from './events-stream.js'
 import { ingest } from './ingest.js'
@@ -47,9 +47,14 @@ export interface ReceiverOptions {
    * Receives internal failures (500 answers, failed events) with the error id that was sent to the
    * client, so that a response can be matched to its log line. Response bodies carry only a short
    * message and the id, never the internal error text.
-   * @default logs with console.error
+   * @default logs through `logger`, else with console.error
    */
   readonly onError?: (error: unknown, errorId: string, what: string) => void
+  /**
+   * A pino-style logger (`error`, `warn`, `info`, `debug`, each `(fields, message?)`): internal
+   * failures are logged as `error` with `{ err, errorId }` (unless `onError` is given).
+   */
+  readonly logger?: Logger
   /**
    * Milliseconds between keep-alive comments on `GET /events` streams.
    * @default 15_000
@@ -127,7 +132,10 @@ export function createReceiver<E extends EventMap>(
     maxIdLength = 1_024,
     readiness = {},
     readinessTimeout = 2_000,
-    onError = (error, errorId, what) => console.error(`[hono] error ${errorId}: ${what}:`, error),
+    logger,
+    onError = logger === undefined
+      ? (error, errorId, what) => console.error(`[hono] error ${errorId}: ${what}:`, error)
+      : (err, errorId, what) => logger.error({ err, errorId }, what),
     heartbeat = 15_000,
     maxBacklog = 1_000,
     webhook,
@@ -141,7 +149,8 @@ export function createReceiver<E extends EventMap>(
     try {
       onError(error, errorId, what)
     } catch (hookError) {
-      console.error('[hono] the onError hook threw:', hookError)
+      if (logger === undefined) console.error('[hono] the onError hook threw:', hookError)
+      else logger.error({ err: hookError, errorId }, 'the onError hook threw')
     }
     return errorId
   }
@@ -208,8 +217,8 @@ export function createReceiver<E extends EventMap>(
       ? c.json({ status: 'ready', checks: body })
       : c.json({ status: 'not ready', checks: body }, 503)
   })
-  app.get('/metrics', (c) =>
-    c.text(renderMetrics(container.metrics.snapshot(), stats), 200, {
+  app.get('/metrics', async (c) =>
+    c.text(renderMetrics(await container.metrics.collect(), stats), 200, {
       'content-type': 'text/plain; version=0.0.4; charset=utf-8',
     }),
   )

@@ -272,7 +272,11 @@ describe.each(transports)('receiver through %s', (transport) => {
     expect(text).toMatch(/^substate_http_responses_total\{code="202"\} 1$/m)
     expect(text).toMatch(/^substate_http_responses_total\{code="400"\} 1$/m)
     expect(text).toMatch(/^substate_http_events_total\{outcome="handled"\} 1$/m)
-    expect(text).toMatch(/^# TYPE substate_handler_duration_p99_ms gauge$/m)
+    expect(text).toMatch(/^# TYPE substate_handler_duration_seconds histogram$/m)
+    expect(text).toMatch(
+      /^substate_handler_duration_seconds_bucket\{handler="handler#1",le="\+Inf"\} 1$/m,
+    )
+    expect(text).toMatch(/^substate_unit_duration_seconds_count 1$/m)
   })
 
   it('answers 503 (and /readyz 503) while draining; in-flight events finish and are stored', async () => {

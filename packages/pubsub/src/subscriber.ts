@@ -1,6 +1,6 @@
 import type { Message, PubSub, SubscriberOptions, Subscription } from '@google-cloud/pubsub'
 import { Duration } from '@google-cloud/pubsub'
-import type { Container, EventMap, ReceiveResult } from '@substate/core'
+import type { Container, EventMap, Logger, ReceiveResult } from '@substate/core'
 import { isSubstateError } from '@substate/core'
 import { fromPubsubMessage } from './message.js'
 
@@ -40,9 +40,15 @@ export interface PubsubSubscriberOptions {
    * Called with what is not already reported through `container.onError`: stream errors
    * (subscription missing, permission denied), invalid messages, and messages nacked for another
    * reason than a handler failure (storage down, shutdown).
-   * @default logs with console.error
+   * @default logs through `logger`, else with console.error
    */
   readonly onError?: (error: Error, message?: Message) => void
+  /**
+   * A pino-style logger (`error`, `warn`, `info`, `debug`, each `(fields, message?)`): errors
+   * (unless `onError` is given) and the subscriber's state, a subscription that stopped
+   * delivering (`warn`) and one that delivers again (`info`).
+   */
+  readonly logger?: Logger
   /**
    * Backoff between attempts to reopen a subscription that stopped (deleted and recreated, an
    * emulator or network outage), in ms: the delay doubles from `min` up to `max`, with jitter.
@@ -143,8 +149,15 @@ export function pubsubSubscriber<E extends EventMap>(
     closeTimeout = 10_000,
     subscriberOptions,
     onInvalid = () => 'nack',
-    onError: userOnError = (error, message) =>
-      console.error(`[pubsub]${message ? ` message ${message.id}:` : ''} ${error.message}`),
+    logger,
+    onError: userOnError = logger === undefined
+      ? (error, message) =>
+          console.error(`[pubsub]${message ? ` message ${message.id}:` : ''} ${error.message}`)
+      : (err, message) =>
+          logger.error(
+            { err, ...(message === undefined ? {} : { messageId: message.id }) },
+            err.message,
+          ),
     reconnect: { min: backoffMin = 250, max: backoffMax = 10_000 } = {},
   }: PubsubSubscriberOptions,
 ): PubsubSubscriber {
@@ -163,7 +176,8 @@ export function pubsubSubscriber<E extends EventMap>(
     try {
       userOnError(error, message)
     } catch (hookError) {
-      console.error('[pubsub] the onError hook threw:', hookError)
+      if (logger === undefined) console.error('[pubsub] the onError hook threw:', hookError)
+      else logger.error({ err: hookError }, 'the onError hook threw')
     }
   }
   const counts = { received: 0, acked: 0, nacked: 0, invalid: 0 }
@@ -265,7 +279,13 @@ export function pubsubSubscriber<E extends EventMap>(
 
   const failed = (t: Tracker, error: Error): void => {
     t.lastError = error
-    if (t.status === 'consuming') t.status = 'reconnecting'
+    if (t.status === 'consuming') {
+      t.status = 'reconnecting'
+      logger?.warn(
+        { subscription: t.sub.name, err: error },
+        'pubsub subscriber: a subscription stopped delivering; reconnecting',
+      )
+    }
     void recover(t)
   }
   const delay = (t: Tracker, ms: number): Promise<void> =>
@@ -305,7 +325,10 @@ export function pubsubSubscriber<E extends EventMap>(
           t.streamClosed = false
           t.sub.open()
         }
-        if (t.status === 'reconnecting') reconnects++
+        if (t.status === 'reconnecting') {
+          reconnects++
+          logger?.info({ subscription: t.sub.name }, 'pubsub subscriber: consuming again')
+        }
         t.status = 'consuming'
         t.lastError = undefined
         return
@@ -321,7 +344,10 @@ export function pubsubSubscriber<E extends EventMap>(
     trackers.push(t)
     sub.on('message', (m: Message) => {
       if (t.status !== 'consuming') {
-        if (t.status === 'reconnecting') reconnects++
+        if (t.status === 'reconnecting') {
+          reconnects++
+          logger?.info({ subscription: sub.name }, 'pubsub subscriber: consuming again')
+        }
         t.status = 'consuming'
         t.lastError = undefined
       }

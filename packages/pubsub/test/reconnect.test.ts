@@ -54,11 +54,16 @@ describeWith('pubsub', 'pubsubSubscriber reconnects (emulator)', () => {
       seen.push(ctx.id)
     })
     const errors: Error[] = []
+    // A pino-style logger: the subscriber's state changes go through it.
+    const logged: Array<{ level: string; obj: Record<string, unknown>; msg?: string }> = []
+    const at = (level: string) => (obj: Record<string, unknown>, msg?: string) =>
+      void logged.push({ level, obj, ...(msg === undefined ? {} : { msg }) })
     const subscriber = pubsubSubscriber(container, {
       client,
       subscriptions: fixture.subscription,
       onError: (e) => errors.push(e),
       reconnect: { min: 50, max: 500 },
+      logger: { error: at('error'), warn: at('warn'), info: at('info'), debug: at('debug') },
     })
     await until(() => subscriber.ready(), 10_000, 'the subscriber to consume')
     expect(subscriber.state()).toEqual({ status: 'consuming', failing: [], reconnects: 0 })
@@ -78,6 +83,12 @@ describeWith('pubsub', 'pubsubSubscriber reconnects (emulator)', () => {
     await until(() => seen.includes('after'), 15_000, 'a message after the subscription came back')
     await until(() => subscriber.ready(), 5_000, 'consuming again')
     expect(subscriber.state().reconnects).toBeGreaterThanOrEqual(1)
+    const stopped = logged.find((l) => l.level === 'warn')
+    expect(stopped?.obj.subscription).toBe(fixture.subscriptionPath)
+    expect(stopped?.obj.err).toBeInstanceOf(Error)
+    expect(logged.some((l) => l.level === 'info' && /consuming again/.test(l.msg ?? ''))).toBe(true)
+    // With an onError hook, errors go to the hook, not the logger.
+    expect(logged.some((l) => l.level === 'error')).toBe(false)
     expect(subscriber.stats().reconnects).toBe(subscriber.state().reconnects)
     await subscriber.close()
     expect(subscriber.state().status).toBe('closed')
