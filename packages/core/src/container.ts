@@ -237,6 +237,9 @@ class Engine implements Container {
       storageFor: (name) => this.#storageFor(name),
       live: (name) => this.#subjects.get(name),
       events$: this.events$,
+      get closing() {
+        return state.closing
+      },
       addTimer: (subject, type, when, payload) => {
         if (state.closing) return Promise.reject(new ShutdownError())
         this.#ownSubjects.add(TIMERS)
