@@ -19,6 +19,24 @@ export { compose } from './compose.js'
 export type { CloseReport, Container, ContainerOptions } from './container.js'
 export { createContainer } from './container.js'
 export type { ScheduleSpec } from './cron.js'
+export type {
+  ListableDeadLetterSink,
+  MemoryDeadLettersOptions,
+  RedrivenEvent,
+  RedriveResult,
+  RedriveTarget,
+  StorageDeadLettersOptions,
+} from './dead-letters.js'
+export {
+  createMemoryDeadLetters,
+  DEAD_LETTERS,
+  deadLetterId,
+  decodeDeadLetter,
+  encodeDeadLetter,
+  redrive,
+  redrivenEvent,
+  storageDeadLetters,
+} from './dead-letters.js'
 export type { SubstateErrorCode } from './errors.js'
 export {
   CascadeDepthError,
@@ -80,6 +98,7 @@ export type {
   BatchOptions,
   BuiltinEvents,
   DeadLetter,
+  DeadLetterQuery,
   DeadLetterSink,
   EmitResult,
   EventMap,
@@ -93,6 +112,7 @@ export type {
   PropertyDeletedPayload,
   RetryPolicy,
   SetOptions,
+  StoredDeadLetter,
   Subject,
   SubjectDeletedPayload,
   SubstateEvent,

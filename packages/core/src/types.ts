@@ -244,11 +244,32 @@ export interface DeadLetter {
   readonly at: number
 }
 
-/** Where events go when a handler's retries are exhausted. */
+/** A dead letter as a sink lists it: with the id `remove` and `redrive` take. */
+export interface StoredDeadLetter extends DeadLetter {
+  readonly id: string
+}
+
+/** Which dead letters `list` returns (newest first); every given field must match exactly. */
+export interface DeadLetterQuery {
+  readonly handler?: string
+  readonly type?: string
+  readonly subject?: string
+  /** At most this many. */
+  readonly limit?: number
+}
+
+/**
+ * Where events go when a handler's retries are exhausted: `createMemoryDeadLetters()`,
+ * `storageDeadLetters(storage)`, `pubsubDeadLetters(...)` from `@substate/pubsub`, or your own.
+ */
 export interface DeadLetterSink {
   /** Durable sinks (storage, a topic) let ingresses acknowledge the event; in-memory ones do not. */
   readonly durable: boolean
   put(entry: DeadLetter): Promise<void>
+  /** Lists the entries kept, newest first (optional: a topic sink cannot). */
+  list?(query?: DeadLetterQuery): Promise<readonly StoredDeadLetter[]>
+  /** Removes entries by id; resolves with how many were there (optional, with `list`). */
+  remove?(ids: readonly string[]): Promise<number>
 }
 
 /** Transport metadata for one outbound delivery (see {@link OutboundEmitter.send}). */

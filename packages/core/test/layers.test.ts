@@ -25,6 +25,7 @@ const LAYERS: Record<string, readonly string[]> = {
     '_internal.ts',
     'compose.ts',
     'cron.ts',
+    'dead-letters.ts',
     'errors.ts',
     'event-log.ts',
     'extensions.ts',
