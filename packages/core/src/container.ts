@@ -154,7 +154,7 @@ export interface Container<E extends EventMap = EventMap> {
   readonly eventLog: EventLog
   /**
    * Emits `type` on a schedule: `{ every: ms }` (on multiples of `every` since the epoch) or
-   * `{ cron: 'm h dom mon dow' }` (UTC). Each tick is claimed in storage by compare-and-set, so
+   * `{ cron: 'm h dom mon dow', tz? }` (in a time zone, UTC by default; see `ScheduleSpec`). Each tick is claimed in storage by compare-and-set, so
    * replicas sharing a storage handle it once between them, never twice; with one process (or
    * memory storage) it simply runs. A claimed tick is handled as a unit of work (`receive`):
    * what its handlers cache is stored. Ticks missed while no replica ran are not caught up.
