@@ -30,14 +30,22 @@ import type { StorageProvider, SubjectStorage } from './storage.js'
 import type { SubjectHost, SubjectState } from './subject.js'
 import { TIMER_SOURCE, TIMERS, type TimerOptions, Timers } from './timers.js'
 import type {
+  AnySubject,
   DeadLetterSink,
   EventMap,
   HandlerFailure,
   OutboundEmitter,
-  Subject,
+  PropertyMap,
+  SubjectMap,
+  SubjectOf,
   SubstateEvent,
+  TypedSubject,
   Unsubscribe,
 } from './types.js'
+
+/** A container declaring no subject types (every subject untyped unless asked for). */
+export type NoSubjects = Record<never, never>
+
 import { type IncomingEvent, type ReceiveResult, UnitsOfWork } from './unit-of-work.js'
 
 /** What `close()` reports. */
@@ -99,7 +107,7 @@ export interface ContainerOptions {
  * A container: the handlers, the subjects (one live state per name) and the event stream. Create
  * one with {@link createContainer}.
  */
-export interface Container<E extends EventMap = EventMap> {
+export interface Container<E extends EventMap = EventMap, S extends SubjectMap = NoSubjects> {
   /** The `on`, `when`, `middleware` and `emit` of this container. */
   handlers(): Handlers<E>
   readonly on: On<E>
@@ -115,8 +123,13 @@ export interface Container<E extends EventMap = EventMap> {
    * Rejects with `ShutdownError` once `close()` began (nested emits from running handlers still work).
    */
   readonly emit: Emit<E>
-  /** The subject handle for `name` (sync; state loads lazily). Same name, same live state. */
-  subject(name: string): Subject
+  /**
+   * The subject handle for `name` (sync; state loads lazily). Same name, same live state. Typed
+   * by the container's subject map when `name` matches one of its patterns, or by
+   * `subject<Props>(name)`; untyped otherwise (types only: nothing is checked at run time).
+   */
+  subject<const N extends string>(name: N): SubjectOf<S, N>
+  subject<P extends PropertyMap<P>>(name: string): TypedSubject<P>
   /** Every dispatched event. Completes on `close()`. */
   readonly events$: Observable<SubstateEvent>
   /** The events whose type matches a glob. */
@@ -181,7 +194,7 @@ export interface Container<E extends EventMap = EventMap> {
    */
   request<R = unknown>(
     type: string,
-    subject: Subject | string,
+    subject: AnySubject | string,
     payload?: unknown,
     options?: RequestOptions,
   ): Promise<SubstateEvent<R>>
@@ -190,7 +203,8 @@ export interface Container<E extends EventMap = EventMap> {
 }
 
 /** The composition root: one instance of each part, wired together. */
-class Engine implements Container {
+// `subject`'s typed overloads are the handle's static types only: the engine returns one class.
+class Engine implements Omit<Container, 'subject'> {
   readonly source: string
   readonly #storage: StorageProvider
   readonly #state: Lifecycle = new Lifecycle()
@@ -418,7 +432,7 @@ class Engine implements Container {
 
   request<R = unknown>(
     type: string,
-    subject: Subject | string,
+    subject: AnySubject | string,
     payload?: unknown,
     options?: RequestOptions,
   ): Promise<SubstateEvent<R>> {
@@ -520,8 +534,8 @@ class Engine implements Container {
  * on('order.created', async (ctx) => ctx.subject.set('id', ctx.payload.orderId))
  * await emit('order.created', 'order:1', { orderId: '1' })
  */
-export function createContainer<E extends EventMap = EventMap>(
+export function createContainer<E extends EventMap = EventMap, S extends SubjectMap = NoSubjects>(
   options: ContainerOptions = {},
-): Container<E> {
-  return new Engine(options) as unknown as Container<E>
+): Container<E, S> {
+  return new Engine(options) as unknown as Container<E, S>
 }

@@ -16,7 +16,7 @@
 
 export type { Middleware } from './compose.js'
 export { compose } from './compose.js'
-export type { CloseReport, Container, ContainerOptions } from './container.js'
+export type { CloseReport, Container, ContainerOptions, NoSubjects } from './container.js'
 export { createContainer } from './container.js'
 export type { ScheduleSpec } from './cron.js'
 export type {
@@ -95,6 +95,7 @@ export type {
 } from './storage.js'
 export type { TimerHandle, TimerOptions, TimerSpec } from './timers.js'
 export type {
+  AnySubject,
   BatchOptions,
   BuiltinEvents,
   DeadLetter,
@@ -105,17 +106,23 @@ export type {
   GetOptions,
   HandlerFailure,
   HandlerOptions,
+  NamePattern,
   OutboundEmitter,
   OutboundMeta,
   PayloadOf,
   PropertyChangedPayload,
   PropertyDeletedPayload,
+  PropertyEvent,
+  PropertyMap,
   RetryPolicy,
   SetOptions,
   StoredDeadLetter,
   Subject,
   SubjectDeletedPayload,
+  SubjectMap,
+  SubjectOf,
   SubstateEvent,
+  TypedSubject,
   Unsubscribe,
   Updater,
   WriteOptions,

@@ -125,24 +125,28 @@ describe('error messages of non-JSON values', () => {
   const s = () => createContainer().subject('dev:1')
 
   it('name the nested path inside the property, with the right article', () => {
-    expect(() => s().set('f', { x: undefined })).toThrow(
+    expect(() => s().set('f', { x: undefined } as never)).toThrow(
       'property "f.x" of dev:1 is undefined, which is not a JSON value (leave it out, or use null)',
     )
-    expect(() => s().set('f', { list: [1, () => 1] })).toThrow(
+    expect(() => s().set('f', { list: [1, () => 1] } as never)).toThrow(
       'property "f.list[1]" of dev:1 is a function',
     )
-    expect(() => s().set('f', [{ b: 1n }])).toThrow('property "f[0].b" of dev:1 is a bigint')
-    expect(() => s().set('f', { at: new Date() })).toThrow('property "f.at" of dev:1 is a Date')
-    expect(() => s().set('f', new ArrayBuffer(1))).toThrow(
+    expect(() => s().set('f', [{ b: 1n }] as never)).toThrow(
+      'property "f[0].b" of dev:1 is a bigint',
+    )
+    expect(() => s().set('f', { at: new Date() } as never)).toThrow(
+      'property "f.at" of dev:1 is a Date',
+    )
+    expect(() => s().set('f', new ArrayBuffer(1) as never)).toThrow(
       'property "f" of dev:1 is an ArrayBuffer',
     )
-    expect(() => s().set('f', Symbol('x'))).toThrow('property "f" of dev:1 is a symbol')
+    expect(() => s().set('f', Symbol('x') as never)).toThrow('property "f" of dev:1 is a symbol')
     expect(() => s().set('f', Number.NaN)).toThrow('property "f" of dev:1 is NaN')
   })
 
   it('name the field inside an event payload', async () => {
     const { emit } = createContainer().handlers()
-    expect(() => emit('order.created', 'o:1', { items: [{ qty: undefined }] })).toThrow(
+    expect(() => emit('order.created', 'o:1', { items: [{ qty: undefined }] } as never)).toThrow(
       'field "items[0].qty" of the payload of order.created is undefined',
     )
   })
