@@ -25,6 +25,7 @@ import { type RequestOptions, request } from './request-reply.js'
 import { compileGlob } from './router.js'
 import { type RouteOptions, Routes, type TargetFactories } from './routes.js'
 import { type ScheduleOptions, Scheduler } from './scheduler.js'
+import { checkSchemas, type PayloadSchemas, type SchemaEvents, validatePayload } from './schemas.js'
 import { scopes } from './scope.js'
 import type { StorageProvider, SubjectStorage } from './storage.js'
 import type { SubjectHost, SubjectState } from './subject.js'
@@ -79,6 +80,14 @@ export interface ContainerOptions {
   readonly maxSubjects?: number
   /** Where events go when a handler's retries are exhausted. @default none */
   readonly deadLetter?: DeadLetterSink
+  /**
+   * Payload schemas by event type, of any Standard Schema library (zod, valibot, arktype):
+   * `receive` validates the payload of those types first and rejects an invalid one with a
+   * `ValidationError` naming the field (the HTTP receiver answers 400). Handlers get the schema's
+   * output. Events emitted in the process are not validated (their payload is typed instead).
+   * @default none
+   */
+  readonly schemas?: PayloadSchemas
   /** Units of work handled at once by `receive` (across subjects). @default 64 */
   readonly concurrency?: number
   /**
@@ -207,6 +216,7 @@ export interface Container<E extends EventMap = EventMap, S extends SubjectMap =
 class Engine implements Omit<Container, 'subject'> {
   readonly source: string
   readonly #storage: StorageProvider
+  readonly #schemas: PayloadSchemas | undefined
   readonly #state: Lifecycle = new Lifecycle()
   readonly #ids = new IdGenerator()
   readonly #metrics = new Metrics()
@@ -236,6 +246,7 @@ class Engine implements Omit<Container, 'subject'> {
   constructor(options: ContainerOptions) {
     this.source = options.source ?? 'substate'
     this.#storage = options.storage ?? createMemoryStorage()
+    this.#schemas = checkSchemas(options.schemas)
     const state = this.#state
     const throws = options.errorMode === 'throw'
     this.#log = new EventRing(options.eventLog ?? 100)
@@ -418,7 +429,12 @@ class Engine implements Omit<Container, 'subject'> {
     // A service that receives relays its storage's outbox (what a crashed replica left).
     if (typeof input?.subject === 'string' && input.subject !== '' && !this.#state.closing)
       this.#relay.watch(this.#storageFor(input.subject))
-    return this.#units.receive(input)
+    const schemas = this.#schemas
+    if (schemas === undefined || !Object.hasOwn(schemas, input?.type))
+      return this.#units.receive(input)
+    return validatePayload(schemas, input.type, input.payload).then((payload) =>
+      this.#units.receive({ ...input, payload }),
+    )
   }
 
   schedule(
@@ -534,8 +550,12 @@ class Engine implements Omit<Container, 'subject'> {
  * on('order.created', async (ctx) => ctx.subject.set('id', ctx.payload.orderId))
  * await emit('order.created', 'order:1', { orderId: '1' })
  */
+export function createContainer<const Schemas extends PayloadSchemas>(
+  options: ContainerOptions & { readonly schemas: Schemas },
+): Container<SchemaEvents<Schemas>>
 export function createContainer<E extends EventMap = EventMap, S extends SubjectMap = NoSubjects>(
-  options: ContainerOptions = {},
-): Container<E, S> {
-  return new Engine(options) as unknown as Container<E, S>
+  options?: ContainerOptions,
+): Container<E, S>
+export function createContainer(options: ContainerOptions = {}): Container {
+  return new Engine(options) as unknown as Container
 }

@@ -73,6 +73,7 @@ export type { GlobMatcher } from './router.js'
 export { compileGlob } from './router.js'
 export type { Envelope, Interceptor, RouteOptions } from './routes.js'
 export type { ScheduleOptions } from './scheduler.js'
+export type { PayloadSchemas, SchemaEvents, StandardSchemaV1 } from './schemas.js'
 export type {
   Change,
   CommitOptions,

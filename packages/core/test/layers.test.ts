@@ -34,6 +34,7 @@ const LAYERS: Record<string, readonly string[]> = {
     'memory-storage.ts',
     'metrics.ts',
     'router.ts',
+    'schemas.ts',
     'scope.ts',
     'serial-queue.ts',
     'storage.ts',

@@ -30,7 +30,8 @@ export interface PubsubSubscriberOptions {
   readonly subscriberOptions?: SubscriberOptions
   /**
    * Decides the fate of a message that is not an event (no type or subject, data that is not the
-   * JSON it claims to be), after it was reported: `'ack'` drops it, `'nack'` leaves it to the
+   * JSON it claims to be) or whose payload its schema rejects (a `ValidationError`, with
+   * `createContainer({ schemas })`), after it was reported: `'ack'` drops it, `'nack'` leaves it to the
    * subscription's dead-letter policy (after `maxDeliveryAttempts` Pub/Sub moves it to the
    * dead-letter topic). Forward it somewhere first if you want to keep it.
    * @default () => 'nack'
@@ -189,6 +190,8 @@ export function pubsubSubscriber(
       try {
         result = await container.receive(event)
       } catch (e) {
+        // A payload its schema rejects (createContainer({ schemas })) is an invalid message.
+        if (isSubstateError(e, 'VALIDATION')) throw e
         if (!isSubstateError(e, 'SHUTDOWN')) onError(e as Error, m)
         return nack(m)
       }
@@ -196,7 +199,8 @@ export function pubsubSubscriber(
       // Not an event. Redelivery will not fix it, so it does not hold up its ordering key.
       counts.invalid++
       const error = e as Error
-      onError(new Error(`not an event, ${error.message}`, { cause: e }), m)
+      const what = isSubstateError(e, 'VALIDATION') ? 'an invalid payload' : 'not an event'
+      onError(new Error(`${what}, ${error.message}`, { cause: e }), m)
       let fate: 'ack' | 'nack' = 'nack'
       try {
         fate = await onInvalid(m, error)
