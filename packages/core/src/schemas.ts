@@ -10,7 +10,6 @@ export interface StandardSchemaV1<Input = unknown, Output = Input> {
   readonly '~standard': StandardSchemaV1.Props<Input, Output>
 }
 
-// biome-ignore lint/style/noNamespace: the spec's own shape (StandardSchemaV1.InferOutput...)
 export declare namespace StandardSchemaV1 {
   interface Props<Input = unknown, Output = Input> {
     readonly version: 1
