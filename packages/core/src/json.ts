@@ -48,6 +48,7 @@ function describe(what: JsonWhat, path: string): string {
 const article = (word: string): string => (/^[aeiou]/i.test(word) ? `an ${word}` : `a ${word}`)
 
 function copyPrimitive(value: unknown, what: JsonWhat, path: string): JsonValue {
+  if (value === null) return null
   switch (typeof value) {
     case 'string':
     case 'boolean':

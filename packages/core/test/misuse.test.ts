@@ -144,6 +144,11 @@ describe('error messages of non-JSON values', () => {
     expect(() => s().set('f', Number.NaN)).toThrow('property "f" of dev:1 is NaN')
   })
 
+  it('accept null at any depth', async () => {
+    const value = { a: null, b: [null, { c: null }] }
+    expect(await s().set('f', value)).toEqual(value)
+  })
+
   it('name the field inside an event payload', async () => {
     const { emit } = createContainer().handlers()
     expect(() => emit('order.created', 'o:1', { items: [{ qty: undefined }] } as never)).toThrow(

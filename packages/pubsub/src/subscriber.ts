@@ -185,13 +185,17 @@ export function pubsubSubscriber(
 
   const handle = async (m: Message, source: string): Promise<boolean> => {
     let result: ReceiveResult
+    let what = 'not an event'
     try {
       const event = fromPubsubMessage(m, source)
       try {
         result = await container.receive(event)
       } catch (e) {
         // A payload its schema rejects (createContainer({ schemas })) is an invalid message.
-        if (isSubstateError(e, 'VALIDATION')) throw e
+        if (isSubstateError(e, 'VALIDATION')) {
+          what = 'an invalid payload'
+          throw e
+        }
         if (!isSubstateError(e, 'SHUTDOWN')) onError(e as Error, m)
         return nack(m)
       }
@@ -199,7 +203,6 @@ export function pubsubSubscriber(
       // Not an event. Redelivery will not fix it, so it does not hold up its ordering key.
       counts.invalid++
       const error = e as Error
-      const what = isSubstateError(e, 'VALIDATION') ? 'an invalid payload' : 'not an event'
       onError(new Error(`${what}, ${error.message}`, { cause: e }), m)
       let fate: 'ack' | 'nack' = 'nack'
       try {
