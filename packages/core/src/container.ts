@@ -31,20 +31,29 @@ import { type RequestOptions, request } from './request-reply.js'
 import { compileGlob } from './router.js'
 import { type RouteOptions, Routes, type TargetFactories } from './routes.js'
 import { type ScheduleOptions, Scheduler } from './scheduler.js'
+import { checkSchemas, type PayloadSchemas, type SchemaEvents, validatePayload } from './schemas.js'
 import { scopes } from './scope.js'
 import type { StorageProvider, SubjectStorage } from './storage.js'
 import type { SubjectHost, SubjectState } from './subject.js'
 import { Telemetry, type TracerLike } from './telemetry.js'
 import { TIMER_SOURCE, TIMERS, type TimerOptions, Timers } from './timers.js'
 import type {
+  AnySubject,
   DeadLetterSink,
   EventMap,
   HandlerFailure,
   OutboundEmitter,
-  Subject,
+  PropertyMap,
+  SubjectMap,
+  SubjectOf,
   SubstateEvent,
+  TypedSubject,
   Unsubscribe,
 } from './types.js'
+
+/** A container declaring no subject types (every subject untyped unless asked for). */
+export type NoSubjects = Record<never, never>
+
 import { type IncomingEvent, type ReceiveResult, UnitsOfWork } from './unit-of-work.js'
 
 /** What `close()` reports. */
@@ -78,6 +87,14 @@ export interface ContainerOptions {
   readonly maxSubjects?: number
   /** Where events go when a handler's retries are exhausted. @default none */
   readonly deadLetter?: DeadLetterSink
+  /**
+   * Payload schemas by event type, of any Standard Schema library (zod, valibot, arktype):
+   * `receive` validates the payload of those types first and rejects an invalid one with a
+   * `ValidationError` naming the field (the HTTP receiver answers 400). Handlers get the schema's
+   * output. Events emitted in the process are not validated (their payload is typed instead).
+   * @default none
+   */
+  readonly schemas?: PayloadSchemas
   /** Units of work handled at once by `receive` (across subjects). @default 64 */
   readonly concurrency?: number
   /**
@@ -130,7 +147,7 @@ export interface ContainerMetricsApi {
  * A container: the handlers, the subjects (one live state per name) and the event stream. Create
  * one with {@link createContainer}.
  */
-export interface Container<E extends EventMap = EventMap> {
+export interface Container<E extends EventMap = EventMap, S extends SubjectMap = NoSubjects> {
   /** The `on`, `when`, `middleware` and `emit` of this container. */
   handlers(): Handlers<E>
   readonly on: On<E>
@@ -146,8 +163,13 @@ export interface Container<E extends EventMap = EventMap> {
    * Rejects with `ShutdownError` once `close()` began (nested emits from running handlers still work).
    */
   readonly emit: Emit<E>
-  /** The subject handle for `name` (sync; state loads lazily). Same name, same live state. */
-  subject(name: string): Subject
+  /**
+   * The subject handle for `name` (sync; state loads lazily). Same name, same live state. Typed
+   * by the container's subject map when `name` matches one of its patterns, or by
+   * `subject<Props>(name)`; untyped otherwise (types only: nothing is checked at run time).
+   */
+  subject<const N extends string>(name: N): SubjectOf<S, N>
+  subject<P extends PropertyMap<P>>(name: string): TypedSubject<P>
   /** Every dispatched event. Completes on `close()`. */
   readonly events$: Observable<SubstateEvent>
   /** The events whose type matches a glob. */
@@ -185,7 +207,7 @@ export interface Container<E extends EventMap = EventMap> {
   readonly eventLog: EventLog
   /**
    * Emits `type` on a schedule: `{ every: ms }` (on multiples of `every` since the epoch) or
-   * `{ cron: 'm h dom mon dow' }` (UTC). Each tick is claimed in storage by compare-and-set, so
+   * `{ cron: 'm h dom mon dow', tz? }` (in a time zone, UTC by default; see `ScheduleSpec`). Each tick is claimed in storage by compare-and-set, so
    * replicas sharing a storage handle it once between them, never twice; with one process (or
    * memory storage) it simply runs. A claimed tick is handled as a unit of work (`receive`):
    * what its handlers cache is stored. Ticks missed while no replica ran are not caught up.
@@ -212,7 +234,7 @@ export interface Container<E extends EventMap = EventMap> {
    */
   request<R = unknown>(
     type: string,
-    subject: Subject | string,
+    subject: AnySubject | string,
     payload?: unknown,
     options?: RequestOptions,
   ): Promise<SubstateEvent<R>>
@@ -221,9 +243,11 @@ export interface Container<E extends EventMap = EventMap> {
 }
 
 /** The composition root: one instance of each part, wired together. */
-class Engine implements Container {
+// `subject`'s typed overloads are the handle's static types only: the engine returns one class.
+class Engine implements Omit<Container, 'subject'> {
   readonly source: string
   readonly #storage: StorageProvider
+  readonly #schemas: PayloadSchemas | undefined
   readonly #state: Lifecycle = new Lifecycle()
   readonly #ids = new IdGenerator()
   readonly #metrics = new Metrics()
@@ -259,6 +283,7 @@ class Engine implements Container {
   constructor(options: ContainerOptions) {
     this.source = options.source ?? 'substate'
     this.#storage = options.storage ?? createMemoryStorage()
+    this.#schemas = checkSchemas(options.schemas)
     const state = this.#state
     const throws = options.errorMode === 'throw'
     this.#log = new EventRing(options.eventLog ?? 100)
@@ -282,6 +307,9 @@ class Engine implements Container {
       storageFor: (name) => this.#storageFor(name),
       live: (name) => this.#subjects.get(name),
       events$: this.events$,
+      get closing() {
+        return state.closing
+      },
       addTimer: (subject, type, when, payload) => {
         if (state.closing) return Promise.reject(new ShutdownError())
         this.#ownSubjects.add(TIMERS)
@@ -452,7 +480,12 @@ class Engine implements Container {
     // A service that receives relays its storage's outbox (what a crashed replica left).
     if (typeof input?.subject === 'string' && input.subject !== '' && !this.#state.closing)
       this.#relay.watch(this.#storageFor(input.subject))
-    return this.#units.receive(input)
+    const schemas = this.#schemas
+    if (schemas === undefined || !Object.hasOwn(schemas, input?.type))
+      return this.#units.receive(input)
+    return validatePayload(schemas, input.type, input.payload).then((payload) =>
+      this.#units.receive({ ...input, payload }),
+    )
   }
 
   schedule(
@@ -466,7 +499,7 @@ class Engine implements Container {
 
   request<R = unknown>(
     type: string,
-    subject: Subject | string,
+    subject: AnySubject | string,
     payload?: unknown,
     options?: RequestOptions,
   ): Promise<SubstateEvent<R>> {
@@ -589,8 +622,12 @@ class Engine implements Container {
  * on('order.created', async (ctx) => ctx.subject.set('id', ctx.payload.orderId))
  * await emit('order.created', 'order:1', { orderId: '1' })
  */
-export function createContainer<E extends EventMap = EventMap>(
-  options: ContainerOptions = {},
-): Container<E> {
-  return new Engine(options) as unknown as Container<E>
+export function createContainer<const Schemas extends PayloadSchemas>(
+  options: ContainerOptions & { readonly schemas: Schemas },
+): Container<SchemaEvents<Schemas>>
+export function createContainer<E extends EventMap = EventMap, S extends SubjectMap = NoSubjects>(
+  options?: ContainerOptions,
+): Container<E, S>
+export function createContainer(options: ContainerOptions = {}): Container {
+  return new Engine(options) as unknown as Container
 }

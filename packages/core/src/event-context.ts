@@ -1,5 +1,5 @@
 import type { JsonValue } from './json.js'
-import type { EmitResult, PayloadOf, Subject, SubstateEvent } from './types.js'
+import type { AnySubject, EmitResult, PayloadOf, Subject, SubstateEvent } from './types.js'
 
 /** The context a handler, filter and middleware receive: one object per event. */
 export interface EventContext<P = unknown> {
@@ -31,7 +31,7 @@ export interface EventContext<P = unknown> {
 /** Options of `ctx.emit`. */
 export interface ContextEmitOptions extends EmitOptions {
   /** The subject of the nested event. @default ctx.subject */
-  readonly subject?: Subject | string
+  readonly subject?: AnySubject | string
 }
 
 /** Options of `emit`. */
@@ -47,7 +47,7 @@ export interface EmitOptions {
 /** `emit`: dispatch an event about a subject; see `Container.emit`. */
 export type Emit<E> = <const T extends string>(
   type: T,
-  subject: Subject | string,
+  subject: AnySubject | string,
   payload?: PayloadOf<E, T>,
   options?: EmitOptions,
 ) => Promise<EmitResult>
@@ -58,7 +58,7 @@ export interface NestedEmitter {
   emitFrom(
     originId: string,
     type: string,
-    subject: Subject | string,
+    subject: AnySubject | string,
     payload: unknown,
     options: EmitOptions | undefined,
   ): Promise<EmitResult>

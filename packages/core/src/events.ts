@@ -106,8 +106,14 @@ export class Events implements NestedEmitter {
       originId: parent === undefined ? eventId : (origin ?? parent.originId),
       extra: options?.extra,
     })
-    // Resolved before the first await: a missing target factory is misuse, thrown synchronously.
-    return this.#emitEvent(event, s, parent, this.#deps.routes.targetsFor(options))
+    // Resolved before the first await; a missing target factory rejects the returned promise.
+    let targets: ReturnType<Routes['targetsFor']>
+    try {
+      targets = this.#deps.routes.targetsFor(options)
+    } catch (e) {
+      return Promise.reject(e)
+    }
+    return this.#emitEvent(event, s, parent, targets)
   }
 
   async #emitEvent(

@@ -171,8 +171,23 @@ export class HandlerRegistry {
     })
   }
 
+  /**
+   * `on(patterns)` without a handler: a method decorator. A decorator is applied while its class
+   * is defined, in the same turn; one still unapplied a turn later most likely stands for a
+   * forgotten handler (`on('order.created')` as a statement), which would register nothing:
+   * a process warning (`SUBSTATE_ON_WITHOUT_HANDLER`) says so.
+   */
   #decorator(patterns: string[], options: HandlerOptions): MethodDecorator {
+    let applied = false
+    setTimeout(() => {
+      if (applied) return
+      process.emitWarning(
+        `on(${patterns.map((p) => JSON.stringify(p)).join(', ')}) was called without a handler and its decorator was never applied to a method: nothing was registered (pass the handler as the last argument)`,
+        { code: 'SUBSTATE_ON_WITHOUT_HANDLER' },
+      )
+    }, 0).unref?.()
     return (method, context) => {
+      applied = true
       if (context?.kind !== 'method') throw new TypeError('@on decorates methods only')
       const tagged = method as Record<symbol, unknown[]>
       tagged[ROUTES] ??= []

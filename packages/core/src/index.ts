@@ -21,9 +21,28 @@ export type {
   Container,
   ContainerMetricsApi,
   ContainerOptions,
+  NoSubjects,
 } from './container.js'
 export { createContainer } from './container.js'
 export type { ScheduleSpec } from './cron.js'
+export type {
+  ListableDeadLetterSink,
+  MemoryDeadLettersOptions,
+  RedrivenEvent,
+  RedriveResult,
+  RedriveTarget,
+  StorageDeadLettersOptions,
+} from './dead-letters.js'
+export {
+  createMemoryDeadLetters,
+  DEAD_LETTERS,
+  deadLetterId,
+  decodeDeadLetter,
+  encodeDeadLetter,
+  redrive,
+  redrivenEvent,
+  storageDeadLetters,
+} from './dead-letters.js'
 export type { SubstateErrorCode } from './errors.js'
 export {
   CascadeDepthError,
@@ -67,6 +86,7 @@ export type { GlobMatcher } from './router.js'
 export { compileGlob } from './router.js'
 export type { Envelope, Interceptor, RouteOptions } from './routes.js'
 export type { ScheduleOptions } from './scheduler.js'
+export type { PayloadSchemas, SchemaEvents, StandardSchemaV1 } from './schemas.js'
 export type {
   Change,
   CommitOptions,
@@ -91,25 +111,34 @@ export type { SpanLike, TracerLike } from './telemetry.js'
 export { remoteContext, traceContext } from './telemetry.js'
 export type { TimerHandle, TimerOptions, TimerSpec } from './timers.js'
 export type {
+  AnySubject,
   BatchOptions,
   BuiltinEvents,
   DeadLetter,
+  DeadLetterQuery,
   DeadLetterSink,
   EmitResult,
   EventMap,
   GetOptions,
   HandlerFailure,
   HandlerOptions,
+  NamePattern,
   OutboundEmitter,
   OutboundMeta,
   PayloadOf,
   PropertyChangedPayload,
   PropertyDeletedPayload,
+  PropertyEvent,
+  PropertyMap,
   RetryPolicy,
   SetOptions,
+  StoredDeadLetter,
   Subject,
   SubjectDeletedPayload,
+  SubjectMap,
+  SubjectOf,
   SubstateEvent,
+  TypedSubject,
   Unsubscribe,
   Updater,
   WriteOptions,

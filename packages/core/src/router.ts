@@ -14,7 +14,48 @@ export function compileGlob(pattern: string): GlobMatcher {
   }
   // A pattern without glob syntax is an exact type: compare, do not regex.
   if (!/[*?[\]{}()!+@]/.test(pattern)) return (value) => value === pattern
+  const problem = unbalanced(pattern)
+  if (problem !== undefined)
+    throw new TypeError(
+      `invalid pattern ${JSON.stringify(pattern)}: ${problem} (escape a literal one with a backslash)`,
+    )
   return micromatch.matcher(pattern, { dot: true })
+}
+
+const CLOSER: Record<string, string> = { '[': ']', '{': '}', '(': ')' }
+
+/**
+ * Why a glob's brackets, braces or parentheses do not pair up, or undefined when they do.
+ * micromatch reads an unpaired one as a literal character, which hides a typo (`device.{a`
+ * would match only the type `device.{a`); a literal one must be escaped.
+ */
+function unbalanced(pattern: string): string | undefined {
+  const open: string[] = []
+  for (let i = 0; i < pattern.length; i++) {
+    const c = pattern[i]!
+    if (c === '\\') {
+      i++ // an escaped character is literal
+      continue
+    }
+    // Inside a character class, only its closing bracket is special (`[]` is never empty).
+    if (open.at(-1) === '[') {
+      if (
+        c === ']' &&
+        pattern[i - 1] !== '[' &&
+        !(pattern[i - 1] === '^' && pattern[i - 2] === '[')
+      )
+        open.pop()
+      continue
+    }
+    if (c === '[' || c === '{' || c === '(') open.push(c)
+    else if (c === ']' || c === '}' || c === ')') {
+      const top = open.pop()
+      if (top === undefined) return `"${c}" closes nothing`
+      if (CLOSER[top] !== c) return `"${top}" is closed by "${c}"`
+    }
+  }
+  const top = open.pop()
+  return top === undefined ? undefined : `"${top}" is never closed by "${CLOSER[top]}"`
 }
 
 /**

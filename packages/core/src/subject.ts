@@ -1,5 +1,5 @@
 import { filter, map, type Observable } from 'rxjs'
-import { isSubstateError, PropertyNotFoundError, StorageError } from './errors.js'
+import { isSubstateError, PropertyNotFoundError, ShutdownError, StorageError } from './errors.js'
 import { cloneJson, copyJson, type JsonValue, jsonEqual } from './json.js'
 import {
   applyFns,
@@ -55,6 +55,8 @@ export interface SubjectHost {
   /** Stores a durable timer firing `type` on `subject`. */
   addTimer(subject: string, type: string, when: TimerSpec, payload: unknown): Promise<TimerHandle>
   readonly events$: Observable<SubstateEvent>
+  /** Whether the container is closing: writes from outside any handler are refused. */
+  readonly closing: boolean
 }
 
 /** A cached value that storage corrected: `[property, cached, stored]`, announced after a store. */
@@ -269,12 +271,15 @@ export class SubjectState implements Subject {
 
   /** Validates a value (synchronously: misuse throws at the call) or wraps an updater. */
   #prepare(property: string, value: unknown): PendingChange {
-    const what = `property "${property}" of ${this.name}`
+    const what = (path: string): string =>
+      `property "${path === '' ? property : path.startsWith('[') ? property + path : `${property}.${path}`}" of ${this.name}`
     if (typeof value === 'function') {
       const fn = value as (v: JsonValue | undefined) => unknown
       return {
         op: 'update',
-        fns: [(v) => copyJson(fn(cloneJson(v)), `the value an updater returned for ${what}`)],
+        fns: [
+          (v) => copyJson(fn(cloneJson(v)), (p) => `the value an updater returned for ${what(p)}`),
+        ],
       }
     }
     return { op: 'set', value: copyJson(value, what) }
@@ -292,6 +297,8 @@ export class SubjectState implements Subject {
   ): Promise<JsonValue | undefined | typeof NOT_FOUND> {
     if (this.evicted) return this.#forward().#write(kind, property, next, options)
     const scope = scopes.getStore()
+    // Like a top-level emit: once close() began, only running handlers may still write.
+    if (scope === undefined && this.#host.closing) return Promise.reject(new ShutdownError())
     if (scope?.unit !== undefined)
       return this.#writeInUnit(scope, scope.unit, kind, property, next, options)
     if (options?.cache === false)

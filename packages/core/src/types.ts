@@ -143,6 +143,92 @@ export interface Subject {
   watch(property: string): Observable<JsonValue | undefined>
 }
 
+/**
+ * The constraint on declared property types: every property a JSON value (optional properties
+ * allowed: a property may be absent). Type aliases and interfaces both fit.
+ */
+export type PropertyMap<P = Record<string, JsonValue>> = { readonly [K in keyof P]?: JsonValue }
+
+/**
+ * Property types per subject-name pattern, declared once at the container:
+ * `createContainer<Events, { 'device:*': DeviceProps }>()`. A `*` in a pattern stands for any
+ * text (`'device:*'` types `device:1`, `device:eu/42`); other glob syntax is not read here.
+ */
+export type SubjectMap = { readonly [pattern: string]: object }
+
+/** A pattern of a {@link SubjectMap} as a template literal type: `'device:*'` → `device:${string}`. */
+export type NamePattern<P extends string> = P extends `${infer A}*${infer B}`
+  ? `${A}${string}${NamePattern<B>}`
+  : P
+
+/**
+ * The handle `container.subject(name)` returns for a name: typed by the pattern of `S` the name
+ * matches, untyped (`Subject`) when none does or the name is not a literal.
+ */
+export type SubjectOf<S, N extends string> = [MatchingProps<S, N>] extends [never]
+  ? Subject
+  : TypedSubject<MatchingProps<S, N>>
+
+type MatchingProps<S, N extends string> = string extends N
+  ? never
+  : {
+      // An index signature (a map typed as `SubjectMap` itself) declares no pattern.
+      [K in keyof S & string]: string extends K
+        ? never
+        : N extends NamePattern<K>
+          ? S[K] extends PropertyMap<S[K]>
+            ? S[K]
+            : never
+          : never
+    }[keyof S & string]
+
+/** Property names of `P` (string keys). */
+type Key<P> = keyof P & string
+/** The type of a property's value (an optional property's without `undefined`). */
+type Value<P, K extends keyof P> = Exclude<P[K], undefined>
+
+/** A property event of a typed subject: its name and values typed together. */
+export type PropertyEvent<P> = {
+  [K in Key<P>]: Omit<SubstateEvent, 'propertyName' | 'oldValue' | 'newValue'> & {
+    readonly propertyName: K
+    readonly oldValue?: Value<P, K>
+    readonly newValue?: Value<P, K>
+  }
+}[Key<P>]
+
+/**
+ * A subject whose properties have declared types: `get`, `set` (values and updaters), `delete`,
+ * `watch` and `changes$` take only the declared names and their types. The same object as the
+ * untyped {@link Subject} (types only: no runtime cost, and no runtime check beyond JSON); get
+ * one with `container.subject<Props>(name)`, or by name from a container declaring subject types.
+ */
+export interface TypedSubject<P extends PropertyMap<P>>
+  extends Omit<
+    Subject,
+    'get' | 'set' | 'delete' | 'has' | 'keys' | 'toJSON' | 'changes$' | 'watch'
+  > {
+  /** Reads a property; `PropertyNotFoundError` when missing and no `default` is given. */
+  get<K extends Key<P>>(property: K, options?: GetOptions<Value<P, K>>): Promise<Value<P, K>>
+  /** Sets a property to a value, or applies an updater `(current) => next` (see `Subject.set`). */
+  set<K extends Key<P>>(
+    property: K,
+    value: Value<P, K> | ((current: Value<P, K> | undefined) => Value<P, K>),
+    options?: SetOptions,
+  ): Promise<Value<P, K>>
+  delete(property: Key<P>, options?: WriteOptions): Promise<boolean>
+  has(property: Key<P>): Promise<boolean>
+  keys(): Promise<Key<P>[]>
+  toJSON(): { name: string; props: Partial<P>; ext: Record<string, JsonValue> }
+  /** Property events of this subject (changed and deleted), typed by property. */
+  readonly changes$: Observable<PropertyEvent<P>>
+  /** New values of one property (`undefined` when deleted). */
+  watch<K extends Key<P>>(property: K): Observable<Value<P, K> | undefined>
+}
+
+/** A subject handle, typed or not: what `emit` and `request` take as their subject. */
+// biome-ignore lint/suspicious/noExplicitAny: any declared property types
+export type AnySubject = Subject | TypedSubject<any>
+
 /** An updater: receives a copy of the current value (`undefined` when absent). Must be pure: it may run more than once. */
 export type Updater<T extends JsonValue = JsonValue> = (current: T | undefined) => T
 
@@ -244,11 +330,32 @@ export interface DeadLetter {
   readonly at: number
 }
 
-/** Where events go when a handler's retries are exhausted. */
+/** A dead letter as a sink lists it: with the id `remove` and `redrive` take. */
+export interface StoredDeadLetter extends DeadLetter {
+  readonly id: string
+}
+
+/** Which dead letters `list` returns (newest first); every given field must match exactly. */
+export interface DeadLetterQuery {
+  readonly handler?: string
+  readonly type?: string
+  readonly subject?: string
+  /** At most this many. */
+  readonly limit?: number
+}
+
+/**
+ * Where events go when a handler's retries are exhausted: `createMemoryDeadLetters()`,
+ * `storageDeadLetters(storage)`, `pubsubDeadLetters(...)` from `@substate/pubsub`, or your own.
+ */
 export interface DeadLetterSink {
   /** Durable sinks (storage, a topic) let ingresses acknowledge the event; in-memory ones do not. */
   readonly durable: boolean
   put(entry: DeadLetter): Promise<void>
+  /** Lists the entries kept, newest first (optional: a topic sink cannot). */
+  list?(query?: DeadLetterQuery): Promise<readonly StoredDeadLetter[]>
+  /** Removes entries by id; resolves with how many were there (optional, with `list`). */
+  remove?(ids: readonly string[]): Promise<number>
 }
 
 /** Transport metadata for one outbound delivery (see {@link OutboundEmitter.send}). */

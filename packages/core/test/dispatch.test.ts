@@ -425,7 +425,7 @@ describe('outbound routes and targets', () => {
     expect(sent).toEqual(['http://127.0.0.1:1/x:a:s', 'http://127.0.0.1:1/x:b:s'])
     expect(made).toHaveLength(1)
     expect(local).toBe(0)
-    expect(() => c.handlers().emit('a', 's', undefined, { topic: 't' })).toThrow(
+    await expect(c.handlers().emit('a', 's', undefined, { topic: 't' })).rejects.toThrow(
       /targets: \{ topic/,
     )
     await c.close()

@@ -100,7 +100,9 @@ describe('subjects', () => {
     ]
     for (const [name, value] of bad) {
       expect(() => s.set(name, value as JsonValue), name).toThrow(TypeError)
-      expect(() => s.set(name, value as JsonValue), name).toThrow(new RegExp(`"${name}"`))
+      expect(() => s.set(name, value as JsonValue), name).toThrow(
+        new RegExp(`property "${name}[".[]`),
+      )
     }
     expect(s.toJSON().props).toEqual({})
   })

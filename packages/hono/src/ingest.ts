@@ -1,5 +1,11 @@
 import { parseHttpMessage } from '@substate/cloudevents'
-import type { Container, EventMap, IncomingEvent, ReceiveResult } from '@substate/core'
+import type {
+  Container,
+  EventMap,
+  IncomingEvent,
+  ReceiveResult,
+  ValidationError,
+} from '@substate/core'
 import { isSubstateError } from '@substate/core'
 import type { Context } from 'hono'
 import type { ReceiverStats } from './metrics.js'
@@ -8,8 +14,9 @@ import { readBody, TOO_LARGE } from './read-body.js'
 /** One event's outcome in a batch response. */
 interface BatchItem {
   readonly id: string
-  readonly status: ReceiveResult['status'] | 'rejected'
+  readonly status: ReceiveResult['status'] | 'rejected' | 'invalid'
   readonly error?: string
+  readonly field?: string
   readonly errorId?: string
 }
 
@@ -47,11 +54,15 @@ export function ingest<E extends EventMap>(
     return c.json(body, status)
   }
 
-  const receive = async (event: IncomingEvent): Promise<ReceiveResult | 'rejected'> => {
+  const receive = async (
+    event: IncomingEvent,
+  ): Promise<ReceiveResult | 'rejected' | ValidationError> => {
     try {
       return await container.receive(event)
     } catch (e) {
       if (isSubstateError(e, 'SHUTDOWN')) return 'rejected'
+      // A payload its schema rejects (createContainer({ schemas })): the sender's fault, 400.
+      if (isSubstateError(e, 'VALIDATION')) return e as ValidationError
       throw e
     }
   }
@@ -109,6 +120,10 @@ export function ingest<E extends EventMap>(
           stats.event('rejected')
           return reply(c, 503, { error: DRAINING })
         }
+        if (r instanceof Error) {
+          stats.event('invalid')
+          return reply(c, 400, { error: r.message, field: r.field })
+        }
         stats.event(r.status)
         if (r.status !== 'failed') return reply(c, 202, { status: r.status })
         // A failure while draining (handlers aborted at the drain timeout) is the instance's fault.
@@ -119,7 +134,7 @@ export function ingest<E extends EventMap>(
       // the events already handled come back as duplicates.
       // Started a slice per turn of the event loop, so that a large batch does not hold the
       // process while other requests wait.
-      const pending: Array<Promise<ReceiveResult | 'rejected'>> = []
+      const pending: Array<Promise<ReceiveResult | 'rejected' | ValidationError>> = []
       for (let i = 0; i < parsed.events.length; i++) {
         if (i > 0 && i % BATCH_SLICE === 0) await new Promise((r) => setImmediate(r))
         const p = receive(parsed.events[i]!)
@@ -129,6 +144,7 @@ export function ingest<E extends EventMap>(
       const results = await Promise.all(pending)
       let failed = false
       let rejected = false
+      let invalid = false
       const items: BatchItem[] = results.map((r, i) => {
         const id = parsed.events[i]!.id
         if (r === 'rejected') {
@@ -136,12 +152,18 @@ export function ingest<E extends EventMap>(
           stats.event('rejected')
           return { id, status: 'rejected', error: DRAINING }
         }
+        if (r instanceof Error) {
+          invalid = true
+          stats.event('invalid')
+          return { id, status: 'invalid', error: r.message, field: `[${i}].${r.field}` }
+        }
         stats.event(r.status)
         if (r.status !== 'failed') return { id, status: r.status }
         failed = true
         return { id, status: 'failed', ...failure(r, id) }
       })
-      const status = failed ? (container.closed ? 503 : 500) : rejected ? 503 : 202
+      // Failures and drains are retried by the sender; an invalid event only when no other is.
+      const status = failed ? (container.closed ? 503 : 500) : rejected ? 503 : invalid ? 400 : 202
       return reply(c, status, { results: items })
     } finally {
       stats.inflight--

@@ -16,6 +16,8 @@
  * @module
  */
 
+export type { PubsubDeadLettersOptions } from './dead-letters.js'
+export { DEAD_LETTER_ATTRIBUTE, pubsubDeadLetters, readPubsubDeadLetter } from './dead-letters.js'
 export type {
   OutgoingMessage,
   ReceivedMessage,

@@ -30,7 +30,8 @@ export interface PubsubSubscriberOptions {
   readonly subscriberOptions?: SubscriberOptions
   /**
    * Decides the fate of a message that is not an event (no type or subject, data that is not the
-   * JSON it claims to be), after it was reported: `'ack'` drops it, `'nack'` leaves it to the
+   * JSON it claims to be) or whose payload its schema rejects (a `ValidationError`, with
+   * `createContainer({ schemas })`), after it was reported: `'ack'` drops it, `'nack'` leaves it to the
    * subscription's dead-letter policy (after `maxDeliveryAttempts` Pub/Sub moves it to the
    * dead-letter topic). Forward it somewhere first if you want to keep it.
    * @default () => 'nack'
@@ -198,11 +199,17 @@ export function pubsubSubscriber<E extends EventMap>(
 
   const handle = async (m: Message, source: string): Promise<boolean> => {
     let result: ReceiveResult
+    let what = 'not an event'
     try {
       const event = fromPubsubMessage(m, source)
       try {
         result = await container.receive(event)
       } catch (e) {
+        // A payload its schema rejects (createContainer({ schemas })) is an invalid message.
+        if (isSubstateError(e, 'VALIDATION')) {
+          what = 'an invalid payload'
+          throw e
+        }
         if (!isSubstateError(e, 'SHUTDOWN')) onError(e as Error, m)
         return nack(m)
       }
@@ -210,7 +217,7 @@ export function pubsubSubscriber<E extends EventMap>(
       // Not an event. Redelivery will not fix it, so it does not hold up its ordering key.
       counts.invalid++
       const error = e as Error
-      onError(new Error(`not an event, ${error.message}`, { cause: e }), m)
+      onError(new Error(`${what}, ${error.message}`, { cause: e }), m)
       let fate: 'ack' | 'nack' = 'nack'
       try {
         fate = await onInvalid(m, error)
