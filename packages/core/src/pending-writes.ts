@@ -75,10 +75,11 @@ export function toChange(kind: PropertyKind, name: string, p: PendingChange): Ch
 }
 
 /**
- * The pending cached writes of one subject, per kind and property: one folded change per writer,
- * a writer being a unit of work or `undefined` (code outside any unit). A unit commits only its
- * own writes (and those made outside units), so a unit that fails never has its writes stored by
- * another.
+ * The pending cached writes of one subject, per kind and property, folded per writer. Only code
+ * outside units of work writes here today (the writer is always `undefined`): a unit's writes
+ * stay in its own views until its commit (see `unit-state.ts`). The per-writer segments remain
+ * from when units shared this ledger; collapsing them to one change per property is a possible
+ * simplification.
  */
 export class PendingWrites {
   readonly prop: Map<string, Segment[]> = new Map()
@@ -167,21 +168,6 @@ export class PendingWrites {
       }
       map.set(t.name, merged)
     }
-  }
-
-  /** Drops the writes of `unit`; returns whether there were any. */
-  dropUnit(unit: UnitOfWork): boolean {
-    let dropped = false
-    for (const map of [this.prop, this.ext]) {
-      for (const [name, segs] of map) {
-        const kept = segs.filter((seg) => seg.unit !== unit)
-        if (kept.length === segs.length) continue
-        dropped = true
-        if (kept.length === 0) map.delete(name)
-        else map.set(name, kept)
-      }
-    }
-    return dropped
   }
 
   /**
