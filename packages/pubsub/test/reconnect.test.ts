@@ -76,6 +76,8 @@ describeWith('pubsub', 'pubsubSubscriber reconnects (emulator)', () => {
     const state = subscriber.state()
     expect(state.failing).toEqual([fixture.subscriptionPath])
     expect(state.lastError?.message).toMatch(/not (exist|found)/i)
+    // The stream's close can turn the state before its error event reaches onError: wait for it.
+    await until(() => errors.length > 0, 10_000, 'the outage reported to onError')
     expect(errors.length).toBeGreaterThan(0)
 
     await emulator('PUT', fixture.subscriptionPath, { topic: fixture.topicPath })
