@@ -37,18 +37,19 @@ import type { StorageProvider, SubjectStorage } from './storage.js'
 import type { SubjectHost, SubjectState } from './subject.js'
 import { Telemetry, type TracerLike } from './telemetry.js'
 import { TIMER_SOURCE, TIMERS, type TimerOptions, Timers } from './timers.js'
-import type {
-  AnySubject,
-  DeadLetterSink,
-  EventMap,
-  HandlerFailure,
-  OutboundEmitter,
-  PropertyMap,
-  SubjectMap,
-  SubjectOf,
-  SubstateEvent,
-  TypedSubject,
-  Unsubscribe,
+import {
+  type AnySubject,
+  type DeadLetterSink,
+  type EventMap,
+  type HandlerFailure,
+  type OutboundEmitter,
+  type PropertyMap,
+  SUBJECT_DELETED,
+  type SubjectMap,
+  type SubjectOf,
+  type SubstateEvent,
+  type TypedSubject,
+  type Unsubscribe,
 } from './types.js'
 
 /** A container declaring no subject types (every subject untyped unless asked for). */
@@ -307,9 +308,7 @@ class Engine implements Omit<Container, 'subject'> {
       storageFor: (name) => this.#storageFor(name),
       live: (name) => this.#subjects.get(name),
       events$: this.events$,
-      get closing() {
-        return state.closing
-      },
+      state,
       addTimer: (subject, type, when, payload) => {
         if (state.closing) return Promise.reject(new ShutdownError())
         this.#ownSubjects.add(TIMERS)
@@ -325,8 +324,10 @@ class Engine implements Omit<Container, 'subject'> {
             return handle
           })
       },
-      emitChange: (subject, type, payload, change, extra, parent, value) =>
-        this.#events.emitChange(subject, type, payload, change, extra, parent, value),
+      propertyChanged: (subject, property, oldValue, newValue, extra, parent, value) =>
+        this.#events.propertyChanged(subject, property, oldValue, newValue, extra, parent, value),
+      subjectDeleted: (subject, payload, parent) =>
+        this.#events.subjectEvent(subject, SUBJECT_DELETED, payload, parent, undefined),
     }
     this.#subjects = new IdentityMap(options.maxSubjects ?? 10_000, host)
     const dispatcher = new Dispatcher({

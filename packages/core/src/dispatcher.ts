@@ -7,7 +7,7 @@ import type { Failures } from './failures.js'
 import type { HandlerEntry, HandlerRegistry } from './handlers.js'
 import type { Metrics } from './metrics.js'
 import type { Routes, Target } from './routes.js'
-import { type Scope, scopes } from './scope.js'
+import { addFailures, NO_FAILURES, type Scope, scopes } from './scope.js'
 import type { Telemetry } from './telemetry.js'
 import type { EmitResult, Subject, SubstateEvent } from './types.js'
 
@@ -80,6 +80,8 @@ export class Dispatcher {
   readonly #telemetry: Telemetry
   /** Tracing is on: every handler runs through `#invoke` (in a span). */
   readonly #traced: boolean
+  readonly #log: EventRing
+  readonly #events: RxSubject<SubstateEvent>
   /** The end of the middleware chain: routes and handlers of the context's dispatch. */
   readonly #inner = (c: EventContext): Promise<void> => {
     const through = (c as Context).through as ThroughMiddleware
@@ -95,6 +97,8 @@ export class Dispatcher {
     this.#metrics = deps.metrics
     this.#telemetry = deps.telemetry
     this.#traced = deps.telemetry.on
+    this.#log = deps.log
+    this.#events = deps.events
   }
 
   dispatch(req: DispatchRequest): Promise<EmitResult> {
@@ -107,7 +111,7 @@ export class Dispatcher {
     const scope: Scope = {
       depth,
       originId: req.event.originId,
-      failures: [],
+      failures: NO_FAILURES,
       unit: parent?.unit,
       span,
     }
@@ -132,8 +136,8 @@ export class Dispatcher {
       if (ctx === undefined) {
         // A unit's events are published once it committed (a discarded run leaves nothing behind).
         if (scope.unit === undefined) {
-          this.#deps.log.record(event)
-          if (this.#deps.events.observed) this.#deps.events.next(event)
+          this.#log.record(event)
+          if (this.#events.observed) this.#events.next(event)
         } else scope.unit.events.push(event)
         ctx = new Context(this.#deps.emitter, event, req.subject, this.#work.signal)
         if (this.#handlers.hasMiddleware) {
@@ -197,11 +201,12 @@ export class Dispatcher {
   #result(req: DispatchRequest, scope: Scope, handled: number): EmitResult {
     const { event, parent } = req
     const failures = scope.failures
-    if (parent !== undefined && !req.detach && failures.length > 0)
-      parent.failures.push(...failures)
     let ok = true
-    for (const f of failures) if (!f.deadLettered) ok = false
-    if (req.value === RESULT) return { event, handled, failures, ok }
+    if (failures.length > 0) {
+      if (parent !== undefined && !req.detach) addFailures(parent, failures)
+      for (const f of failures) if (!f.deadLettered) ok = false
+    }
+    if (req.value === RESULT) return { event, handled, failures: [...failures], ok }
     if (req.check && !ok) throw this.#failures.aggregate({ event, handled, failures, ok })
     return req.value as EmitResult
   }

@@ -9,7 +9,14 @@ import { copyJson, freezeJson, type JsonValue } from './json.js'
 import type { Routes } from './routes.js'
 import { type Scope, scopes } from './scope.js'
 import { SubjectState } from './subject.js'
-import type { EmitResult, EventMap, Subject, SubstateEvent } from './types.js'
+import {
+  type EmitResult,
+  type EventMap,
+  SUBJECT_PROPERTY_CHANGED,
+  SUBJECT_PROPERTY_DELETED,
+  type Subject,
+  type SubstateEvent,
+} from './types.js'
 
 /** An event the engine makes itself (a schedule's tick, a timer), for reports of its failures. */
 export const ownEvent = (
@@ -52,10 +59,16 @@ export interface EventsDeps {
 export class Events implements NestedEmitter {
   readonly #deps: EventsDeps
   readonly #dispatcher: Dispatcher
+  readonly #ids: IdGenerator
+  readonly #source: string
+  readonly #throws: boolean
 
   constructor(deps: EventsDeps) {
     this.#deps = deps
     this.#dispatcher = deps.dispatcher
+    this.#ids = deps.ids
+    this.#source = deps.source
+    this.#throws = deps.throws
   }
 
   readonly emit: Emit<EventMap> = (type, subject, payload, options) =>
@@ -137,42 +150,43 @@ export class Events implements NestedEmitter {
   }
 
   /**
-   * Dispatches a change event of `subject` in the scope `parent`; resolves with `value` after its
-   * cascade (rejects when a handler failed and the container throws on failures at top level).
-   * Resolves with the writer's value itself: no promise of its own per change (the hot path).
+   * Dispatches the change event of one property of `subject` (`newValue` undefined: deleted) in
+   * the scope `parent`; resolves with `value` after its cascade (rejects when a handler failed and
+   * the container throws on failures at top level). `oldValue` and `newValue` are copies the
+   * subject made for this event. The hot path of every `set`: no promise of its own, the payload
+   * built here, two freezes (the values' own objects are frozen once, not walked twice).
    */
-  emitChange<T>(
+  propertyChanged<T>(
     subject: SubjectState,
-    type: string,
-    payload: unknown,
-    change: { propertyName: string; oldValue?: JsonValue; newValue?: JsonValue } | undefined,
+    property: string,
+    oldValue: JsonValue | undefined,
+    newValue: JsonValue | undefined,
     extra: Record<string, unknown> | undefined,
     parent: Scope | undefined,
     value: T,
   ): Promise<T> {
-    const id = parent?.unit?.nextId() ?? this.#deps.ids.next()
-    // Frozen, with its payload and values (copies the subject made for this event): handlers and
-    // subscribers share it, none may change it.
-    // A property event's payload holds the same old and new values: freezing those and the
-    // payload's own object is enough (no second walk; this is the hot path of every `set`).
-    if (change === undefined) freezeJson(payload)
-    else {
-      freezeJson(change.oldValue)
-      freezeJson(change.newValue)
-      Object.freeze(payload)
-    }
+    const id = parent?.unit?.nextId() ?? this.#ids.next()
+    freezeJson(oldValue)
+    freezeJson(newValue)
+    const deleted = newValue === undefined
+    // Frozen, with its payload and values: handlers and subscribers share it, none may change it.
     const event: SubstateEvent = Object.freeze({
       id,
-      type,
-      source: this.#deps.source,
+      type: deleted ? SUBJECT_PROPERTY_DELETED : SUBJECT_PROPERTY_CHANGED,
+      source: this.#source,
       subject: subject.name,
       time: Date.now(),
-      payload,
+      // KRules sends `old_value: null` for a new property (`ctx.oldValue` stays undefined).
+      payload: Object.freeze(
+        deleted
+          ? { property_name: property, old_value: oldValue }
+          : { property_name: property, old_value: oldValue ?? null, value: newValue },
+      ),
       originId: parent === undefined ? id : parent.originId,
       extra,
-      propertyName: change?.propertyName,
-      oldValue: change?.oldValue,
-      newValue: change?.newValue,
+      propertyName: property,
+      oldValue,
+      newValue,
     })
     return this.#dispatcher.dispatch({
       event,
@@ -181,7 +195,37 @@ export class Events implements NestedEmitter {
       targets: undefined,
       detach: false,
       value,
-      check: parent === undefined && this.#deps.throws,
+      check: parent === undefined && this.#throws,
+    }) as Promise<T>
+  }
+
+  /** Dispatches an event of `subject` itself (`subject-deleted`), like {@link propertyChanged}. */
+  subjectEvent<T>(
+    subject: SubjectState,
+    type: string,
+    payload: unknown,
+    parent: Scope | undefined,
+    value: T,
+  ): Promise<T> {
+    const id = parent?.unit?.nextId() ?? this.#ids.next()
+    const event: SubstateEvent = Object.freeze({
+      id,
+      type,
+      source: this.#source,
+      subject: subject.name,
+      time: Date.now(),
+      payload: freezeJson(payload),
+      originId: parent === undefined ? id : parent.originId,
+      extra: undefined,
+    })
+    return this.#dispatcher.dispatch({
+      event,
+      subject,
+      parent,
+      targets: undefined,
+      detach: false,
+      value,
+      check: parent === undefined && this.#throws,
     }) as Promise<T>
   }
 }

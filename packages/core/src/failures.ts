@@ -2,7 +2,7 @@ import { unsubscribe } from './_internal.js'
 import { HandlerError } from './errors.js'
 import { consoleLogger, eventFields, type Logger } from './logger.js'
 import type { Metrics } from './metrics.js'
-import type { Scope } from './scope.js'
+import { addFailures, type Scope } from './scope.js'
 import type {
   DeadLetterSink,
   EmitResult,
@@ -77,7 +77,7 @@ export class Failures {
         ? e
         : new HandlerError(handler, event.type, event.subject, { cause: e })
     const failure: HandlerFailure = { handler, event, error, attempts, deadLettered, durable }
-    scope.failures.push(failure)
+    addFailures(scope, [failure])
     if (this.#metrics) this.#metrics.failures++
     this.notify(failure)
   }

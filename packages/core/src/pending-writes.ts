@@ -1,5 +1,4 @@
 import type { JsonValue } from './json.js'
-import type { UnitOfWork } from './scope.js'
 import type { Change, PropertyKind } from './storage.js'
 
 /**
@@ -11,10 +10,11 @@ export type PendingChange =
   | { readonly op: 'delete' }
   | { readonly op: 'update'; readonly fns: readonly ((v: JsonValue | undefined) => JsonValue)[] }
 
-/** One writer's folded pending change of a property (`unit` undefined: outside any unit). */
-export interface Segment {
-  readonly unit: UnitOfWork | undefined
-  /** Replaced (never mutated) on each fold: a commit in flight compares it by identity. */
+/**
+ * The pending write of one property. Its `change` is replaced (never mutated) on each write:
+ * a commit in flight compares it by identity to know whether the property was written again.
+ */
+export interface Slot {
   change: PendingChange
 }
 
@@ -22,9 +22,10 @@ export interface Segment {
 export interface Taken {
   readonly kind: PropertyKind
   readonly name: string
-  /** The taken segments folded, as the change to commit. */
+  /** The change to commit. */
   readonly change: Change
-  readonly segs: readonly Segment[]
+  /** The pending write it came from (put back in front on a failed commit). */
+  readonly pending: PendingChange
 }
 
 const KINDS = ['prop', 'ext'] as const
@@ -46,26 +47,19 @@ export function fold(prev: PendingChange | undefined, next: PendingChange): Pend
   return { op: 'set', value: applyFns(next, prev.op === 'set' ? prev.value : undefined) }
 }
 
-/** `value` with the pending writes `segs` applied in order (an updater that now throws is skipped). */
+/** `value` with the pending write `p` applied (an updater that now throws is skipped). */
 export function replay(
-  segs: readonly Segment[] | undefined,
+  p: PendingChange | undefined,
   value: JsonValue | undefined,
 ): JsonValue | undefined {
-  if (segs === undefined) return value
-  let out = value
-  for (const seg of segs) {
-    const p = seg.change
-    if (p.op === 'set') out = p.value
-    else if (p.op === 'delete') out = undefined
-    else {
-      try {
-        out = applyFns(p, out)
-      } catch {
-        // It ran before on another base; storage will run it again at commit and report then.
-      }
-    }
+  if (p === undefined || p.op === 'delete') return p === undefined ? value : undefined
+  if (p.op === 'set') return p.value
+  try {
+    return applyFns(p, value)
+  } catch {
+    // It ran before on another base; storage will run it again at commit and report then.
+    return value
   }
-  return out
 }
 
 /** A pending change as the storage change that commits it. */
@@ -75,83 +69,57 @@ export function toChange(kind: PropertyKind, name: string, p: PendingChange): Ch
 }
 
 /**
- * The pending cached writes of one subject, per kind and property, folded per writer. Only code
- * outside units of work writes here today (the writer is always `undefined`): a unit's writes
- * stay in its own views until its commit (see `unit-state.ts`). The per-writer segments remain
- * from when units shared this ledger; collapsing them to one change per property is a possible
- * simplification.
+ * The cached writes of one subject not yet stored, one folded write per kind and property. Only
+ * code outside units of work writes here: a unit's writes stay in its own views until its commit
+ * (see `unit-state.ts`).
  */
 export class PendingWrites {
-  readonly prop: Map<string, Segment[]> = new Map()
-  readonly ext: Map<string, Segment[]> = new Map()
+  readonly prop: Map<string, Slot> = new Map()
+  readonly ext: Map<string, Slot> = new Map()
 
   get dirty(): boolean {
     return this.prop.size > 0 || this.ext.size > 0
   }
 
-  of(kind: PropertyKind): Map<string, Segment[]> {
+  of(kind: PropertyKind): Map<string, Slot> {
     return kind === 'prop' ? this.prop : this.ext
   }
 
-  /** Records a cached write of `writer`, folded into that writer's pending change. */
+  /** The pending write of a property, if any. */
+  get(kind: PropertyKind, name: string): PendingChange | undefined {
+    return this.of(kind).get(name)?.change
+  }
+
+  /**
+   * Records a cached write (`newValue`: what the cache holds after it), folded into what was
+   * pending. An updater after a set or delete is a set of the value the cache just computed (no
+   * second run of the updater). The hot path of every cached `set`.
+   */
   add(
     kind: PropertyKind,
     name: string,
-    writer: UnitOfWork | undefined,
     next: PendingChange,
     newValue: JsonValue | undefined,
   ): void {
-    const map = this.of(kind)
-    const segs = map.get(name)
-    if (segs === undefined) {
-      map.set(name, [{ unit: writer, change: next }])
-      return
-    }
-    let i = 0 // a loop, not findIndex: this runs on every cached write
-    while (i < segs.length && segs[i]!.unit !== writer) i++
-    if (i === segs.length) {
-      segs.push({ unit: writer, change: next })
-      return
-    }
-    const prev = segs[i]!.change
-    // The only writer of this property: an updater after its set/delete is a set of the value
-    // the cache just computed (no second run of the updater).
-    const change =
-      segs.length === 1 && next.op === 'update' && prev.op !== 'update'
-        ? ({ op: 'set', value: newValue! } as const)
-        : fold(prev, next)
-    segs[i]!.change = change
+    const map = kind === 'prop' ? this.prop : this.ext
+    const slot = map.get(name)
+    if (slot === undefined) map.set(name, { change: next })
+    else if (next.op !== 'update') slot.change = next
+    else
+      slot.change =
+        slot.change.op === 'update'
+          ? { op: 'update', fns: [...slot.change.fns, ...next.fns] }
+          : { op: 'set', value: newValue! }
   }
 
-  /** Takes the writes `writer` may commit (its own and those outside units), folded per property. */
-  take(writer: UnitOfWork | undefined): Taken[] {
+  /** Takes every pending write, for one commit. */
+  take(): Taken[] {
     const taken: Taken[] = []
     for (const kind of KINDS) {
       const map = this.of(kind)
-      for (const [name, segs] of map) {
-        if (segs.length === 1) {
-          // The common case: one writer of the property. (Deleting the current entry of a Map
-          // being iterated is safe.)
-          const seg = segs[0]!
-          if (seg.unit !== writer && seg.unit !== undefined) continue
-          map.delete(name)
-          taken.push({ kind, name, change: toChange(kind, name, seg.change), segs })
-          continue
-        }
-        let change: PendingChange | undefined
-        const mine: Segment[] = []
-        const rest: Segment[] = []
-        for (const seg of segs) {
-          if (seg.unit === writer || seg.unit === undefined) {
-            change = fold(change, seg.change)
-            mine.push(seg)
-          } else rest.push(seg)
-        }
-        if (change === undefined) continue
-        if (rest.length === 0) map.delete(name)
-        else map.set(name, rest)
-        taken.push({ kind, name, change: toChange(kind, name, change), segs: mine })
-      }
+      for (const [name, slot] of map)
+        taken.push({ kind, name, change: toChange(kind, name, slot.change), pending: slot.change })
+      map.clear()
     }
     return taken
   }
@@ -160,35 +128,29 @@ export class PendingWrites {
   restore(taken: readonly Taken[]): void {
     for (const t of taken) {
       const map = this.of(t.kind)
-      const merged = [...t.segs]
-      for (const seg of map.get(t.name) ?? []) {
-        const i = merged.findIndex((m) => m.unit === seg.unit)
-        if (i < 0) merged.push(seg)
-        else merged[i] = { unit: seg.unit, change: fold(merged[i]!.change, seg.change) }
-      }
-      map.set(t.name, merged)
+      const slot = map.get(t.name)
+      if (slot === undefined) map.set(t.name, { change: t.pending })
+      else slot.change = fold(t.pending, slot.change)
     }
   }
 
   /**
-   * After a write-through commit that included `own` (the writer's pending write as it was,
-   * `ownChange`): unless the writer wrote the property again meanwhile, that write is now stored
-   * and leaves pending. Returns the segments still pending for the property.
+   * After a write-through commit that included `own` (the property's pending write as it was,
+   * `ownChange`): unless the property was written again meanwhile, that write is now stored and
+   * leaves pending. Returns what is still pending for the property.
    */
   settle(
     kind: PropertyKind,
     name: string,
-    own: Segment | undefined,
+    own: Slot | undefined,
     ownChange: PendingChange | undefined,
-  ): Segment[] | undefined {
+  ): PendingChange | undefined {
     const map = this.of(kind)
-    const segs = map.get(name)
-    const done = own !== undefined && own.change === ownChange
-    const rest = done ? segs?.filter((seg) => seg !== own) : segs
-    if (done && segs !== undefined) {
-      if (rest!.length === 0) map.delete(name)
-      else map.set(name, rest!)
+    const slot = map.get(name)
+    if (slot !== undefined && slot === own && own.change === ownChange) {
+      map.delete(name)
+      return undefined
     }
-    return rest
+    return slot?.change
   }
 }

@@ -13,8 +13,12 @@ export type UnitOfWork = UnitState
 export interface Scope {
   readonly depth: number
   readonly originId: string
-  /** Failures of this dispatch and its cascade; merged into the parent scope's on completion. */
-  readonly failures: HandlerFailure[]
+  /**
+   * Failures of this dispatch and its cascade ({@link NO_FAILURES} until the first: most
+   * dispatches have none, and this is allocated per event); merged into the parent scope's on
+   * completion. Add with {@link addFailures}.
+   */
+  failures: readonly HandlerFailure[]
   readonly unit: UnitOfWork | undefined
   /**
    * With tracing on: the span nested work hangs under (the dispatch's span, the running
@@ -24,3 +28,12 @@ export interface Scope {
 }
 
 export const scopes: AsyncLocalStorage<Scope> = new AsyncLocalStorage<Scope>()
+
+/** The failures of a scope that has none: shared and frozen (never pushed to, replaced). */
+export const NO_FAILURES: readonly HandlerFailure[] = Object.freeze([])
+
+/** Adds failures to a scope's. */
+export function addFailures(scope: Scope, failures: readonly HandlerFailure[]): void {
+  if (scope.failures === NO_FAILURES) scope.failures = [...failures]
+  else (scope.failures as HandlerFailure[]).push(...failures)
+}

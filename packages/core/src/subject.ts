@@ -22,7 +22,6 @@ import type {
 } from './storage.js'
 import {
   type GetOptions,
-  SUBJECT_DELETED,
   SUBJECT_PROPERTY_CHANGED,
   SUBJECT_PROPERTY_DELETED,
   type Subject,
@@ -37,26 +36,29 @@ import type { UnitState, UnitView, ViewBase } from './unit-state.js'
 export interface SubjectHost {
   storageFor(subject: string): SubjectStorage
   /**
-   * Dispatches a change event for `subject` in the current scope; resolves with `value` after its
-   * cascade (rejects when a handler failed and the container throws on failures at top level).
+   * Dispatches the change event of `property` of `subject` (`newValue` undefined: deleted) in the
+   * current scope; resolves with `value` after its cascade (rejects when a handler failed and the
+   * container throws on failures at top level). The values are copies made for the event.
    */
-  emitChange<T>(
+  propertyChanged<T>(
     subject: SubjectState,
-    type: string,
-    payload: unknown,
-    change: { propertyName: string; oldValue?: JsonValue; newValue?: JsonValue } | undefined,
+    property: string,
+    oldValue: JsonValue | undefined,
+    newValue: JsonValue | undefined,
     extra: Record<string, unknown> | undefined,
     /** The scope the change happened in (`scopes.getStore()`), read once by the caller. */
     parent: Scope | undefined,
     value: T,
   ): Promise<T>
+  /** Dispatches `subject-deleted` for `subject`, with what it held. */
+  subjectDeleted(subject: SubjectState, payload: unknown, parent: Scope | undefined): Promise<void>
   /** The live state for a name (a new one if it was evicted). */
   live(name: string): SubjectState
   /** Stores a durable timer firing `type` on `subject`. */
   addTimer(subject: string, type: string, when: TimerSpec, payload: unknown): Promise<TimerHandle>
   readonly events$: Observable<SubstateEvent>
-  /** Whether the container is closing: writes from outside any handler are refused. */
-  readonly closing: boolean
+  /** The container's lifecycle: once closing, writes from outside any handler are refused. */
+  readonly state: { readonly closing: boolean }
 }
 
 /** A cached value that storage corrected: `[property, cached, stored]`, announced after a store. */
@@ -271,6 +273,14 @@ export class SubjectState implements Subject {
 
   /** Validates a value (synchronously: misuse throws at the call) or wraps an updater. */
   #prepare(property: string, value: unknown): PendingChange {
+    // Fast path: a JSON primitive needs neither copy nor a description for errors.
+    if (
+      typeof value === 'string' ||
+      (typeof value === 'number' && Number.isFinite(value)) ||
+      typeof value === 'boolean' ||
+      value === null
+    )
+      return { op: 'set', value }
     const what = (path: string): string =>
       `property "${path === '' ? property : path.startsWith('[') ? property + path : `${property}.${path}`}" of ${this.name}`
     if (typeof value === 'function') {
@@ -298,7 +308,7 @@ export class SubjectState implements Subject {
     if (this.evicted) return this.#forward().#write(kind, property, next, options)
     const scope = scopes.getStore()
     // Like a top-level emit: once close() began, only running handlers may still write.
-    if (scope === undefined && this.#host.closing) return Promise.reject(new ShutdownError())
+    if (scope === undefined && this.#host.state.closing) return Promise.reject(new ShutdownError())
     if (scope?.unit !== undefined)
       return this.#writeInUnit(scope, scope.unit, kind, property, next, options)
     if (options?.cache === false)
@@ -332,7 +342,7 @@ export class SubjectState implements Subject {
     }
     this.#forgetStored(kind, property)
     this.#pending ??= new PendingWrites()
-    this.#pending.add(kind, property, undefined, next, newValue)
+    this.#pending.add(kind, property, next, newValue)
     this.recentlyUsed = true
     const result = next.op === 'delete' ? oldValue : cloneJson(newValue)
     if (kind === 'ext' || options?.muted) return Promise.resolve(result)
@@ -436,7 +446,7 @@ export class SubjectState implements Subject {
     if (this.evicted || !this.#loaded) return
     for (const [kind, name, value] of view.writes()) {
       this.#forgetStored(kind, name)
-      this.#cacheStored(kind, name, replay(this.#pending?.[kind].get(name), value))
+      this.#cacheStored(kind, name, replay(this.#pending?.get(kind, name), value))
     }
   }
 
@@ -504,10 +514,7 @@ export class SubjectState implements Subject {
     next: PendingChange,
   ): Promise<CommittedChange> {
     // The pending cached write of the property is committed with this one, in order.
-    const own = this.#pending
-      ?.of(kind)
-      .get(property)
-      ?.find((seg) => seg.unit === undefined)
+    const own = this.#pending?.of(kind).get(property)
     const ownChange = own?.change
     const change = toChange(kind, property, fold(ownChange, next))
     return this.#commit([change], undefined, 'commit').then((result) => {
@@ -538,7 +545,7 @@ export class SubjectState implements Subject {
   }
 
   #storeSection(idempotencyKey: string | undefined): Promise<Correction[] | undefined> {
-    const taken = this.#pending?.take(undefined) ?? []
+    const taken = this.#pending?.take() ?? []
     if (taken.length === 0) return NOTHING
     // store() compares stored new values with the cache; old values are not needed.
     const options: CommitOptions =
@@ -587,7 +594,7 @@ export class SubjectState implements Subject {
     const pending = this.#pending
     for (const c of result.changes) {
       const map = c.kind === 'prop' ? this.#props : this.#ext
-      const expected = replay(pending?.of(c.kind).get(c.name), c.newValue)
+      const expected = replay(pending?.get(c.kind, c.name), c.newValue)
       const cached = map.get(c.name)
       if (cached !== expected && !jsonEqual(cached, expected)) {
         this.#cacheStored(c.kind, c.name, expected)
@@ -649,14 +656,10 @@ export class SubjectState implements Subject {
     }
     for (const [name, old] of Object.entries(payload.props))
       await this.#emitChange(name, old, undefined, undefined, scopes.getStore(), undefined)
-    await this.#host.emitChange(
+    await this.#host.subjectDeleted(
       this,
-      SUBJECT_DELETED,
       { props: cloneJson(payload.props), ext_props: cloneJson(payload.ext_props) },
-      undefined,
-      undefined,
       scopes.getStore(),
-      undefined,
     )
   }
 
@@ -754,9 +757,8 @@ export class SubjectState implements Subject {
     // After a rebase, the writes still pending apply on top of what storage holds.
     for (const kind of KINDS) {
       const map = kind === 'prop' ? this.#props : this.#ext
-      for (const [name, segs] of this.#pending?.of(kind) ?? []) {
-        this.#cacheStored(kind, name, replay(segs, map.get(name)))
-      }
+      for (const [name, slot] of this.#pending?.of(kind) ?? [])
+        this.#cacheStored(kind, name, replay(slot.change, map.get(name)))
     }
   }
 
@@ -793,29 +795,15 @@ export class SubjectState implements Subject {
     scope: Scope | undefined,
     result: T,
   ): Promise<T> {
-    const deleted = newValue === undefined
-    const old = cloneJson(oldValue)
-    const value = cloneJson(newValue)
-    return deleted
-      ? this.#host.emitChange(
-          this,
-          SUBJECT_PROPERTY_DELETED,
-          { property_name: property, old_value: old },
-          { propertyName: property, oldValue: old },
-          extra,
-          scope,
-          result,
-        )
-      : this.#host.emitChange(
-          this,
-          SUBJECT_PROPERTY_CHANGED,
-          // KRules sends `old_value: null` for a new property (`ctx.oldValue` stays undefined).
-          { property_name: property, old_value: old ?? null, value },
-          { propertyName: property, oldValue: old, newValue: value },
-          extra,
-          scope,
-          result,
-        )
+    return this.#host.propertyChanged(
+      this,
+      property,
+      cloneJson(oldValue),
+      cloneJson(newValue),
+      extra,
+      scope,
+      result,
+    )
   }
 }
 
