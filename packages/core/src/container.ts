@@ -1,6 +1,7 @@
 import { filter, type Observable, Subject as RxSubject } from 'rxjs'
 import { IdGenerator } from './_internal.js'
 import { Batches } from './batch.js'
+import { type Clock, systemClock } from './clock.js'
 import type { Middleware } from './compose.js'
 import type { ScheduleSpec } from './cron.js'
 import { Dispatcher, RESULT } from './dispatcher.js'
@@ -131,6 +132,15 @@ export interface ContainerOptions {
   readonly tracer?: TracerLike
   /** Trace with the global OpenTelemetry tracer provider (`@opentelemetry/api`). @default false */
   readonly tracing?: boolean
+  /**
+   * Where the container reads the time and sets its timers: schedules, durable timers, handler
+   * retries and timeouts, batch waits, request timeouts, the outbox relay's polls, the `time` of
+   * the events it makes. A test hands in `fakeClock()` from `@substate/core/testing` to drive them
+   * without waiting. Not through it: `close()`'s `drainTimeout` and the backoff between re-runs of
+   * a conflicting unit of work (both about work running for real), and metrics' durations.
+   * @default the system clock
+   */
+  readonly clock?: Clock
 }
 
 /** `container.metrics`. */
@@ -247,6 +257,7 @@ export interface Container<E extends EventMap = EventMap, S extends SubjectMap =
 class Engine implements Omit<Container, 'subject'> {
   readonly source: string
   readonly #storage: StorageProvider
+  readonly #clock: Clock
   readonly #schemas: PayloadSchemas | undefined
   readonly #state: Lifecycle = new Lifecycle()
   readonly #ids = new IdGenerator()
@@ -282,7 +293,17 @@ class Engine implements Omit<Container, 'subject'> {
 
   constructor(options: ContainerOptions) {
     this.source = options.source ?? 'substate'
-    this.#storage = options.storage ?? createMemoryStorage()
+    const clock = options.clock ?? systemClock
+    if (
+      typeof clock?.now !== 'function' ||
+      typeof clock.setTimeout !== 'function' ||
+      typeof clock.clearTimeout !== 'function'
+    )
+      throw new TypeError(
+        'createContainer(): clock must have now(), setTimeout() and clearTimeout()',
+      )
+    this.#clock = clock
+    this.#storage = options.storage ?? createMemoryStorage({ clock })
     this.#schemas = checkSchemas(options.schemas)
     const state = this.#state
     const throws = options.errorMode === 'throw'
@@ -291,13 +312,17 @@ class Engine implements Omit<Container, 'subject'> {
     const logger =
       options.logger === undefined ? undefined : checkLogger(options.logger, 'createContainer()')
     const telemetry = new Telemetry(options)
-    this.#failures = new Failures(options.deadLetter, logger, this.#metrics)
+    this.#failures = new Failures(options.deadLetter, logger, this.#metrics, clock)
     const log = this.#failures.log
     this.#logger = log
-    this.#batches = new Batches(state, async (home, body) => {
-      const ran = await this.#units.run(undefined, home, body)
-      if (ran.kind === 'failed') throw ran.error
-    })
+    this.#batches = new Batches(
+      state,
+      async (home, body) => {
+        const ran = await this.#units.run(undefined, home, body)
+        if (ran.kind === 'failed') throw ran.error
+      },
+      clock,
+    )
     this.#handlers = new HandlerRegistry(this.#metrics, this.#batches.wrap)
     this.#routes = new Routes(options.targets, this.#failures, {
       metrics: this.#metrics,
@@ -340,6 +365,7 @@ class Engine implements Omit<Container, 'subject'> {
       emitter: { emitFrom: (...args) => this.#events.emitFrom(...args) },
       metrics: this.#metrics,
       telemetry,
+      clock,
     })
     this.#events = new Events({
       source: this.source,
@@ -350,6 +376,7 @@ class Engine implements Omit<Container, 'subject'> {
       failures: this.#failures,
       throws,
       state,
+      clock,
     })
     this.#relay = new OutboxRelay(
       {
@@ -357,6 +384,7 @@ class Engine implements Omit<Container, 'subject'> {
         subject: (name) => this.#subjects.get(name),
         report: (what, event, error) => this.#failures.report(what, event, error, 'warn'),
         log,
+        clock,
       },
       options.outbox,
     )
@@ -389,6 +417,7 @@ class Engine implements Omit<Container, 'subject'> {
         metrics: this.#metrics,
         telemetry,
         log,
+        clock,
       },
       {
         ...(options.concurrency === undefined ? {} : { concurrency: options.concurrency }),
@@ -402,6 +431,7 @@ class Engine implements Omit<Container, 'subject'> {
     this.#scheduler = new Scheduler({
       state,
       failures: this.#failures,
+      clock,
       storageFor: (name) => this.#storageFor(name),
       ownSubject: (name) => this.#ownSubjects.add(name),
       receive,
@@ -426,9 +456,10 @@ class Engine implements Omit<Container, 'subject'> {
         },
         report: (what, subject, type, error) => {
           if (state.closing) return // storage may be closing under the timers
-          const event = ownEvent(this.#ids.next(), TIMER_SOURCE, type, subject, Date.now())
+          const event = ownEvent(this.#ids.next(), TIMER_SOURCE, type, subject, clock.now())
           this.#failures.report(what, event, error)
         },
+        clock,
       },
       options.timers,
     )
@@ -510,6 +541,7 @@ class Engine implements Omit<Container, 'subject'> {
       ids: this.#ids,
       events: this.#events,
       failures: this.#failures,
+      clock: this.#clock,
     }
     return request<R>(host, type, subject, payload, options)
   }

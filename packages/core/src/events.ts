@@ -1,4 +1,5 @@
 import type { IdGenerator } from './_internal.js'
+import type { Clock } from './clock.js'
 import type { Dispatcher } from './dispatcher.js'
 import { RESULT } from './dispatcher.js'
 import { ShutdownError } from './errors.js'
@@ -43,6 +44,8 @@ export interface EventsDeps {
   readonly throws: boolean
   /** Whether the container is closing (top-level emits are refused). */
   readonly state: { readonly closing: boolean }
+  /** Stamps the events' `time`. */
+  readonly clock: Clock
 }
 
 /**
@@ -100,7 +103,7 @@ export class Events implements NestedEmitter {
       type,
       source: this.#deps.source,
       subject: s.name,
-      time: Date.now(),
+      time: this.#deps.clock.now(),
       payload: freezeJson(data),
       // The event at the top of a cascade is its own origin.
       originId: parent === undefined ? eventId : (origin ?? parent.originId),
@@ -166,7 +169,7 @@ export class Events implements NestedEmitter {
       type,
       source: this.#deps.source,
       subject: subject.name,
-      time: Date.now(),
+      time: this.#deps.clock.now(),
       payload,
       originId: parent === undefined ? id : parent.originId,
       extra,

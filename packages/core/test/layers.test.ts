@@ -23,6 +23,7 @@ const SRC = resolve(dirname(fileURLToPath(import.meta.url)), '../src')
 const LAYERS: Record<string, readonly string[]> = {
   leaves: [
     '_internal.ts',
+    'clock.ts',
     'compose.ts',
     'cron.ts',
     'dead-letters.ts',
