@@ -250,12 +250,18 @@ export interface Container<E extends EventMap = EventMap, S extends SubjectMap =
   ): Promise<SubstateEvent<R>>
   readonly source: string
   readonly closed: boolean
+  /**
+   * The dead-letter sink the container was created with (`createContainer({ deadLetter })`), for
+   * tools that list or redrive its entries (the inspector's Dead letters view).
+   */
+  readonly deadLetter: DeadLetterSink | undefined
 }
 
 /** The composition root: one instance of each part, wired together. */
 // `subject`'s typed overloads are the handle's static types only: the engine returns one class.
 class Engine implements Omit<Container, 'subject'> {
   readonly source: string
+  readonly deadLetter: DeadLetterSink | undefined
   readonly #storage: StorageProvider
   readonly #clock: Clock
   readonly #schemas: PayloadSchemas | undefined
@@ -293,6 +299,7 @@ class Engine implements Omit<Container, 'subject'> {
 
   constructor(options: ContainerOptions) {
     this.source = options.source ?? 'substate'
+    this.deadLetter = options.deadLetter
     const clock = options.clock ?? systemClock
     if (
       typeof clock?.now !== 'function' ||
