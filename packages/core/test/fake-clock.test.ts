@@ -90,6 +90,24 @@ describe('fakeClock', () => {
     expect(clock.pending).toBe(0) // the timers after it fired all the same
     clock.clearTimeout(after)
   })
+
+  it('gives up on a timer loop that never lets time move, and on a promise no timer settles', async () => {
+    const clock = fakeClock({ now: 0, loopLimit: 50 })
+    let stop = false
+    const loop = (): void => {
+      if (!stop) clock.setTimeout(loop, 0)
+    }
+    loop()
+    await expect(clock.flush()).rejects.toThrow(/fired 50 timers at 1970-01-01T00:00:00.000Z/)
+    stop = true
+    await clock.flush()
+    const poll = (): void => void clock.setTimeout(poll, 1_000)
+    poll()
+    await expect(clock.runUntil(new Promise(() => {}), { limit: 20 })).rejects.toThrow(
+      /runUntil\(\) fired 20 timers .* still pending/,
+    )
+    expect(clock.now()).toBe(20_000)
+  })
 })
 
 describe('a container on a fake clock', () => {

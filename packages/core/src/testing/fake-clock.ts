@@ -5,13 +5,18 @@ export interface FakeClockOptions {
   /** The time the clock starts at: ms since the epoch, or a `Date`. @default the real time now */
   readonly now?: number | Date
   /**
-   * Event-loop turns given to the work a timer started before the clock moves on (a turn settles
-   * every promise that waits only on other promises: all of the in-memory storage's work).
-   * @default 3
+   * Event-loop turns given to the work a timer started before the clock moves on. One turn
+   * settles every promise that waits only on other promises (all of the engine's and the
+   * in-memory storage's work); raise it for code that hops through `setImmediate` or I/O.
+   * @default 1
    */
   readonly settleTurns?: number
-  /** Timers one call may fire before it gives up with an error (a timer loop). @default 100_000 */
-  readonly limit?: number
+  /**
+   * Timers one call may fire at a single instant of time before it gives up with an error: a
+   * timer loop that never lets time move on.
+   * @default 10_000
+   */
+  readonly loopLimit?: number
 }
 
 /**
@@ -51,8 +56,10 @@ export interface FakeClock extends Clock {
    * does); resolves or rejects as `promise` does. Use it to await work that waits on the clock
    * (`await clock.runUntil(container.receive(event))` with a handler retrying with backoff). With
    * a storage on a server, time may be skipped while a reply is on its way: prefer `advance` there.
+   * Gives up with an error after `limit` timers (the promise waits for something that never
+   * comes, while recurring timers, like the pollers of timers and the outbox, go on).
    */
-  runUntil<T>(promise: PromiseLike<T>): Promise<T>
+  runUntil<T>(promise: PromiseLike<T>, options?: { readonly limit?: number }): Promise<T>
 }
 
 interface Timer {
@@ -85,12 +92,13 @@ const timeOf = (t: number | Date, what: string): number => {
  */
 export function fakeClock({
   now: start = Date.now(),
-  settleTurns = 3,
-  limit = 100_000,
+  settleTurns = 1,
+  loopLimit = 10_000,
 }: FakeClockOptions = {}): FakeClock {
   if (!(Number.isInteger(settleTurns) && settleTurns >= 1))
     throw new TypeError(`fakeClock(): settleTurns must be an integer >= 1, got ${settleTurns}`)
-  if (!(limit >= 1)) throw new TypeError(`fakeClock(): limit must be >= 1, got ${limit}`)
+  if (!(loopLimit >= 1))
+    throw new TypeError(`fakeClock(): loopLimit must be >= 1, got ${loopLimit}`)
   let now = timeOf(start, 'fakeClock(): now')
   let seq = 0
   const timers = new Map<ClockTimer, Timer>()
@@ -116,9 +124,18 @@ export function fakeClock({
     }
     return first
   }
-  const fire = ([handle, t]: [ClockTimer, Timer], errors: unknown[]): void => {
+  /** Timers fired at the current instant (a loop that never lets time move is an error). */
+  let atNow = 0
+  const fire = ([handle, t]: [ClockTimer, Timer], errors: unknown[], what: string): void => {
     timers.delete(handle)
-    if (t.at > now) now = t.at
+    if (t.at > now) {
+      now = t.at
+      atNow = 0
+    }
+    if (++atNow > loopLimit)
+      throw new Error(
+        `fakeClock(): ${what} fired ${loopLimit} timers at ${new Date(now).toISOString()} and they keep coming: a timer loop that never lets time move (loopLimit)`,
+      )
     try {
       t.callback()
     } catch (e) {
@@ -140,18 +157,16 @@ export function fakeClock({
     }
     if (errors.length > 0) throw errors[0]
   }
-  const tooMany = (what: string): Error =>
-    new Error(`fakeClock(): ${what} fired ${limit} timers and timers keep coming (a timer loop?)`)
-
   const to = (target: number, what: string): Promise<void> =>
     move(what, async (errors) => {
-      for (let fired = 0; ; fired++) {
-        if (fired >= limit) throw tooMany(what)
+      for (;;) {
         await settle()
         const next = due(target)
-        if (next !== undefined) fire(next, errors)
-        else if (now < target) now = target
-        else return
+        if (next !== undefined) fire(next, errors, what)
+        else if (now < target) {
+          now = target
+          atNow = 0
+        } else return
       }
     })
 
@@ -206,7 +221,7 @@ export function fakeClock({
     flush() {
       return to(now, 'flush()')
     },
-    async runUntil<T>(promise: PromiseLike<T>): Promise<T> {
+    async runUntil<T>(promise: PromiseLike<T>, { limit = 1_000_000 } = {}): Promise<T> {
       let settled = false
       const done = Promise.resolve(promise).then(
         () => {
@@ -217,13 +232,16 @@ export function fakeClock({
         },
       )
       await move('runUntil()', async (errors) => {
-        for (let fired = 0; ; fired++) {
-          if (fired >= limit) throw tooMany('runUntil()')
+        for (let fired = 0; ; ) {
           await settle()
           if (settled) return
           const next = due(Number.POSITIVE_INFINITY)
           if (next !== undefined) {
-            fire(next, errors)
+            if (++fired > limit)
+              throw new Error(
+                `fakeClock(): runUntil() fired ${limit} timers (up to ${new Date(now).toISOString()}) and the promise is still pending: it waits for something no timer brings`,
+              )
+            fire(next, errors, 'runUntil()')
             continue
           }
           // Nothing to skip to: the promise waits on something else (I/O); wait for it or a timer.
