@@ -22,9 +22,12 @@ export interface Clock {
   clearTimeout(timer: ClockTimer | undefined): void
 }
 
-/** The system clock: `Date.now()` and Node's timers. */
+/**
+ * The system clock: `Date.now()` and the global timers, looked up at each call (so a test that
+ * fakes the globals, like `vi.useFakeTimers()`, fakes this clock too).
+ */
 export const systemClock: Clock = {
-  now: Date.now,
+  now: () => Date.now(),
   setTimeout: (callback, ms) => setTimeout(callback, ms),
   clearTimeout: (timer) => clearTimeout(timer as NodeJS.Timeout | undefined),
 }

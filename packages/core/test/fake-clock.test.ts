@@ -9,9 +9,10 @@ import {
   createMemoryStorage,
   type SubstateEvent,
   storageDeadLetters,
+  systemClock,
 } from '@substate/core'
 import { fakeClock, recordEvents, runUnit } from '@substate/core/testing'
-import { describe, expect, it } from 'vitest'
+import { describe, expect, it, vi } from 'vitest'
 
 const HOUR = 3_600_000
 const iso = (ms: number) => new Date(ms).toISOString()
@@ -108,6 +109,22 @@ describe('fakeClock', () => {
     )
     expect(clock.now()).toBe(20_000)
   })
+})
+
+it('the system clock reads the globals at each call (vi.useFakeTimers fakes it too)', () => {
+  vi.useFakeTimers({ now: 5_000 })
+  try {
+    expect(systemClock.now()).toBe(5_000)
+    let fired = false
+    systemClock.setTimeout(() => {
+      fired = true
+    }, 10)
+    vi.advanceTimersByTime(10)
+    expect(fired).toBe(true)
+  } finally {
+    vi.useRealTimers()
+  }
+  expect(Math.abs(systemClock.now() - Date.now())).toBeLessThan(60_000)
 })
 
 describe('a container on a fake clock', () => {
