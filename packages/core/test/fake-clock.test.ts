@@ -170,6 +170,29 @@ describe('a container on a fake clock', () => {
     await container.close()
   })
 
+  it('two replicas on one storage and one clock handle each tick and each timer once between them', async () => {
+    const clock = fakeClock({ now: 0 })
+    const storage = createMemoryStorage({ clock })
+    const replicas = [createContainer({ clock, storage }), createContainer({ clock, storage })]
+    const handled: string[] = []
+    for (const [i, r] of replicas.entries()) {
+      r.on('tick', (ctx) => {
+        handled.push(`${i} tick ${ctx.event.time / HOUR}`)
+      })
+      r.on('device.check', () => {
+        handled.push(`${i} check`)
+      })
+      r.schedule('tick', { every: HOUR })
+      await r.start() // both poll the storage for due timers
+    }
+    await replicas[1]!.subject('device:1').schedule('device.check', { in: 90 * 60_000 })
+    await clock.advance(3 * HOUR)
+    const ticks = handled.filter((h) => h.includes('tick')).map((h) => h.slice(2))
+    expect(ticks).toEqual(['tick 1', 'tick 2', 'tick 3'])
+    expect(handled.filter((h) => h.endsWith('check'))).toHaveLength(1)
+    for (const r of replicas) await r.close()
+  })
+
   it('fires a durable timer when its time comes, not before', async () => {
     const clock = fakeClock({ now: new Date('2026-06-01T00:00:00Z') })
     const container = createContainer({ clock })
