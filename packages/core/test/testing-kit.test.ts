@@ -164,6 +164,19 @@ describe('recordEvents', () => {
     await container.close()
     await expect(never).rejects.toThrow(/the container closed/)
   })
+
+  it('stops recording when stopped or disposed, keeping what it recorded', async () => {
+    const container = createContainer()
+    const recorder = recordEvents(container)
+    await container.emit('a', 'x:1')
+    const pending = recorder.waitFor('b')
+    recorder[Symbol.dispose]()
+    await expect(pending).rejects.toThrow(/the recorder stopped/)
+    await container.emit('b', 'x:1')
+    expect(recorder.types()).toEqual(['a'])
+    await expect(recorder.waitFor('b')).rejects.toThrow(/the recorder stopped/)
+    await container.close()
+  })
 })
 
 describe('@substate/core/testing without vitest', () => {
