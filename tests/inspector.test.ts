@@ -11,6 +11,7 @@ import { fileURLToPath } from 'node:url'
 import {
   type Container,
   createContainer,
+  createMemoryDeadLetters,
   createMemoryStorage,
   type DeadLetter,
   SUBJECT_PROPERTY_CHANGED,
@@ -34,6 +35,8 @@ const XSS = '<script>window.__xss = 1</script><img src=x onerror="window.__xss =
 
 describe.skipIf(!present)('the inspector in a headless browser', () => {
   let container: Container
+  /** A second service whose inspector lists the container's own dead-letter sink. */
+  let billing: Container
   let server: { url: string; close(): Promise<void> }
   let browser: BrowserContext
   let page: Page
@@ -99,6 +102,15 @@ describe.skipIf(!present)('the inspector in a headless browser', () => {
         deadLetters: () => dead,
       }),
     )
+    billing = createContainer({ source: 'billing', deadLetter: createMemoryDeadLetters() })
+    billing.onError(() => {})
+    billing.on('invoice.*', { name: 'mailer' }, (ctx) => {
+      throw new Error(`smtp refused ${ctx.subject.name}`)
+    })
+    billing.on('invoice.paid', { name: 'ledger' }, () => {
+      throw new Error('ledger down')
+    })
+    app.route('/billing-inspector', createInspector(billing))
     server = await listen(app.fetch)
     mkdirSync(ARTIFACTS, { recursive: true })
     profile = mkdtempSync(join(tmpdir(), 'substate-chromium-'))
@@ -125,6 +137,7 @@ describe.skipIf(!present)('the inspector in a headless browser', () => {
   afterAll(async () => {
     await browser?.close()
     await container?.close()
+    await billing?.close()
     await server?.close()
     if (profile) rmSync(profile, { recursive: true, force: true })
   })
@@ -265,5 +278,29 @@ describe.skipIf(!present)('the inspector in a headless browser', () => {
     await expect(entry.textContent()).resolves.toContain('pager unreachable')
     await shot('dead-letters')
     expect(await page.evaluate('window.__xss')).toBeUndefined()
+  })
+
+  it("lists the container's own dead-letter sink, filtered by handler", async () => {
+    const invoice = (id: string, type: string) => ({
+      id,
+      source: 'shop',
+      type,
+      subject: `invoice:${id}`,
+    })
+    await billing.receive(invoice('1', 'invoice.created'))
+    await billing.receive(invoice('2', 'invoice.paid'))
+    await page.goto('about:blank')
+    await page.goto(`${server.url}/billing-inspector#/dead-letters`)
+    const rows = page.locator('main tbody tr')
+    await page.getByText('3 dead letters').waitFor()
+    await expect(rows.count()).resolves.toBe(3)
+    const ledger = page.locator('main tr', { hasText: 'ledger|shop|2' })
+    await expect(ledger.textContent()).resolves.toContain('ledger down')
+    await page.getByLabel('handler').fill('mailer')
+    await page.getByRole('button', { name: 'Filter' }).click()
+    await page.getByText('2 dead letters').waitFor()
+    const texts = await rows.allTextContents()
+    expect(texts.every((t) => t.includes('mailer') && t.includes('smtp refused'))).toBe(true)
+    await shot('dead-letters-sink')
   })
 })

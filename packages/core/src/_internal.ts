@@ -43,19 +43,6 @@ const dispose: typeof Symbol.dispose = Symbol.dispose ?? (Symbol.for('Symbol.dis
 /** `fn` as an {@link Unsubscribe}: callable, and `Disposable` (`using off = on(...)`). */
 export const unsubscribe = (fn: () => void): Unsubscribe => Object.assign(fn, { [dispose]: fn })
 
-/** Resolves after `ms`, or at once when `signal` aborts. */
-export const sleep = (ms: number, signal: AbortSignal): Promise<void> =>
-  new Promise((resolve) => {
-    if (signal.aborted) return resolve()
-    const t = setTimeout(done, ms)
-    function done(): void {
-      clearTimeout(t)
-      signal.removeEventListener('abort', done)
-      resolve()
-    }
-    signal.addEventListener('abort', done, { once: true })
-  })
-
 /** Milliseconds of backoff before retry `n` (1-based), with ±20 % jitter. */
 export function backoff(policy: RetryPolicy | undefined, n: number): number {
   const { initial = 50, factor = 2, max = 5000 } = policy?.backoff ?? {}

@@ -1,3 +1,4 @@
+import type { Clock, ClockTimer } from './clock.js'
 import type { EventContext } from './event-context.js'
 import type { BatchHandler, Handler } from './handlers.js'
 import { type Scope, scopes } from './scope.js'
@@ -9,7 +10,7 @@ interface OpenBatch {
   depth: number
   readonly done: Promise<void>
   settle(error?: unknown): void
-  timer: NodeJS.Timeout | undefined
+  timer: ClockTimer | undefined
 }
 
 /**
@@ -27,10 +28,13 @@ export class Batches {
   readonly #flushes = new Set<() => void>()
   readonly #state: { readonly closing: boolean }
   readonly #runUnit: RunUnit
+  /** Times the batches' `wait`. */
+  readonly #clock: Clock
 
-  constructor(state: { readonly closing: boolean }, runUnit: RunUnit) {
+  constructor(state: { readonly closing: boolean }, runUnit: RunUnit, clock: Clock) {
     this.#state = state
     this.#runUnit = runUnit
+    this.#clock = clock
   }
 
   /** Handles the partial batches now: nothing more is coming to fill them. */
@@ -65,7 +69,7 @@ export class Batches {
       if (batch === undefined) return
       open = undefined
       this.#flushes.delete(flush)
-      clearTimeout(batch.timer)
+      this.#clock.clearTimeout(batch.timer)
       this.#run(batch.ctxs, batch.depth, fn).then(
         () => batch.settle(),
         (e: unknown) => batch.settle(e ?? new Error('the batch handler failed')),
@@ -80,7 +84,7 @@ export class Batches {
         open = { ctxs: [], depth: 0, done, settle, timer: undefined }
         this.#flushes.add(flush)
         if (this.#state.closing) queueMicrotask(flush)
-        else open.timer = setTimeout(flush, wait)
+        else open.timer = this.#clock.setTimeout(flush, wait)
       }
       const batch = open
       batch.ctxs.push(ctx)

@@ -1,6 +1,7 @@
 import { filter, type Observable, Subject as RxSubject } from 'rxjs'
 import { IdGenerator } from './_internal.js'
 import { Batches } from './batch.js'
+import { type Clock, systemClock } from './clock.js'
 import type { Middleware } from './compose.js'
 import type { ScheduleSpec } from './cron.js'
 import { Dispatcher, RESULT } from './dispatcher.js'
@@ -132,6 +133,15 @@ export interface ContainerOptions {
   readonly tracer?: TracerLike
   /** Trace with the global OpenTelemetry tracer provider (`@opentelemetry/api`). @default false */
   readonly tracing?: boolean
+  /**
+   * Where the container reads the time and sets its timers: schedules, durable timers, handler
+   * retries and timeouts, batch waits, request timeouts, the outbox relay's polls, the `time` of
+   * the events it makes. A test hands in `fakeClock()` from `@substate/core/testing` to drive them
+   * without waiting. Not through it: `close()`'s `drainTimeout` and the backoff between re-runs of
+   * a conflicting unit of work (both about work running for real), and metrics' durations.
+   * @default the system clock
+   */
+  readonly clock?: Clock
 }
 
 /** `container.metrics`. */
@@ -241,13 +251,20 @@ export interface Container<E extends EventMap = EventMap, S extends SubjectMap =
   ): Promise<SubstateEvent<R>>
   readonly source: string
   readonly closed: boolean
+  /**
+   * The dead-letter sink the container was created with (`createContainer({ deadLetter })`), for
+   * tools that list or redrive its entries (the inspector's Dead letters view).
+   */
+  readonly deadLetter: DeadLetterSink | undefined
 }
 
 /** The composition root: one instance of each part, wired together. */
 // `subject`'s typed overloads are the handle's static types only: the engine returns one class.
 class Engine implements Omit<Container, 'subject'> {
   readonly source: string
+  readonly deadLetter: DeadLetterSink | undefined
   readonly #storage: StorageProvider
+  readonly #clock: Clock
   readonly #schemas: PayloadSchemas | undefined
   readonly #state: Lifecycle = new Lifecycle()
   readonly #ids = new IdGenerator()
@@ -283,7 +300,18 @@ class Engine implements Omit<Container, 'subject'> {
 
   constructor(options: ContainerOptions) {
     this.source = options.source ?? 'substate'
-    this.#storage = options.storage ?? createMemoryStorage()
+    this.deadLetter = options.deadLetter
+    const clock = options.clock ?? systemClock
+    if (
+      typeof clock?.now !== 'function' ||
+      typeof clock.setTimeout !== 'function' ||
+      typeof clock.clearTimeout !== 'function'
+    )
+      throw new TypeError(
+        'createContainer(): clock must have now(), setTimeout() and clearTimeout()',
+      )
+    this.#clock = clock
+    this.#storage = options.storage ?? createMemoryStorage({ clock })
     this.#schemas = checkSchemas(options.schemas)
     const state = this.#state
     const throws = options.errorMode === 'throw'
@@ -292,13 +320,17 @@ class Engine implements Omit<Container, 'subject'> {
     const logger =
       options.logger === undefined ? undefined : checkLogger(options.logger, 'createContainer()')
     const telemetry = new Telemetry(options)
-    this.#failures = new Failures(options.deadLetter, logger, this.#metrics)
+    this.#failures = new Failures(options.deadLetter, logger, this.#metrics, clock)
     const log = this.#failures.log
     this.#logger = log
-    this.#batches = new Batches(state, async (home, body) => {
-      const ran = await this.#units.run(undefined, home, body)
-      if (ran.kind === 'failed') throw ran.error
-    })
+    this.#batches = new Batches(
+      state,
+      async (home, body) => {
+        const ran = await this.#units.run(undefined, home, body)
+        if (ran.kind === 'failed') throw ran.error
+      },
+      clock,
+    )
     this.#handlers = new HandlerRegistry(this.#metrics, this.#batches.wrap)
     this.#routes = new Routes(options.targets, this.#failures, {
       metrics: this.#metrics,
@@ -341,6 +373,7 @@ class Engine implements Omit<Container, 'subject'> {
       emitter: { emitFrom: (...args) => this.#events.emitFrom(...args) },
       metrics: this.#metrics,
       telemetry,
+      clock,
     })
     this.#events = new Events({
       source: this.source,
@@ -351,6 +384,7 @@ class Engine implements Omit<Container, 'subject'> {
       failures: this.#failures,
       throws,
       state,
+      clock,
     })
     this.#relay = new OutboxRelay(
       {
@@ -358,6 +392,7 @@ class Engine implements Omit<Container, 'subject'> {
         subject: (name) => this.#subjects.get(name),
         report: (what, event, error) => this.#failures.report(what, event, error, 'warn'),
         log,
+        clock,
       },
       options.outbox,
     )
@@ -390,6 +425,7 @@ class Engine implements Omit<Container, 'subject'> {
         metrics: this.#metrics,
         telemetry,
         log,
+        clock,
       },
       {
         ...(options.concurrency === undefined ? {} : { concurrency: options.concurrency }),
@@ -403,6 +439,7 @@ class Engine implements Omit<Container, 'subject'> {
     this.#scheduler = new Scheduler({
       state,
       failures: this.#failures,
+      clock,
       storageFor: (name) => this.#storageFor(name),
       ownSubject: (name) => this.#ownSubjects.add(name),
       receive,
@@ -427,9 +464,10 @@ class Engine implements Omit<Container, 'subject'> {
         },
         report: (what, subject, type, error) => {
           if (state.closing) return // storage may be closing under the timers
-          const event = ownEvent(this.#ids.next(), TIMER_SOURCE, type, subject, Date.now())
+          const event = ownEvent(this.#ids.next(), TIMER_SOURCE, type, subject, clock.now())
           this.#failures.report(what, event, error)
         },
+        clock,
       },
       options.timers,
     )
@@ -511,6 +549,7 @@ class Engine implements Omit<Container, 'subject'> {
       ids: this.#ids,
       events: this.#events,
       failures: this.#failures,
+      clock: this.#clock,
     }
     return request<R>(host, type, subject, payload, options)
   }

@@ -1,5 +1,6 @@
 import type { Subject as RxSubject } from 'rxjs'
-import { backoff, sleep } from './_internal.js'
+import { backoff } from './_internal.js'
+import { type Clock, type ClockTimer, sleep } from './clock.js'
 import { CascadeDepthError, TimeoutError } from './errors.js'
 import { Context, type EventContext, type NestedEmitter, withSignal } from './event-context.js'
 import type { EventRing } from './event-log.js'
@@ -56,6 +57,8 @@ export interface DispatcherDeps {
   readonly emitter: NestedEmitter
   readonly metrics: Metrics
   readonly telemetry: Telemetry
+  /** Times retry backoffs and handler timeouts. */
+  readonly clock: Clock
 }
 
 /** The state of a dispatch that goes through middleware (kept on its context). */
@@ -269,7 +272,7 @@ export class Dispatcher {
           if (attempt < attempts && !signal.aborted) {
             h.stats.retry(performance.now() - started)
             span?.addEvent('retry', retryAttributes(attempt, e))
-            await sleep(backoff(retry, attempt), signal)
+            await sleep(this.#deps.clock, backoff(retry, attempt), signal)
             continue
           }
           h.stats.fail(performance.now() - started)
@@ -293,9 +296,10 @@ export class Dispatcher {
   async #withTimeout(h: HandlerEntry, ctx: EventContext, ms: number): Promise<void> {
     const ac = new AbortController()
     const signal = AbortSignal.any([this.#work.signal, ac.signal])
-    let timer: NodeJS.Timeout | undefined
+    const clock = this.#deps.clock
+    let timer: ClockTimer | undefined
     const timedOut = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => {
+      timer = clock.setTimeout(() => {
         const err = new TimeoutError(`handler ${h.name}`, ms)
         ac.abort(err)
         reject(err)
@@ -304,7 +308,7 @@ export class Dispatcher {
     try {
       await Promise.race([h.fn(withSignal(ctx, signal)), timedOut])
     } finally {
-      clearTimeout(timer)
+      clock.clearTimeout(timer)
     }
   }
 }

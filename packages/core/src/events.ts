@@ -1,4 +1,5 @@
 import type { IdGenerator } from './_internal.js'
+import type { Clock } from './clock.js'
 import type { Dispatcher } from './dispatcher.js'
 import { RESULT } from './dispatcher.js'
 import { ShutdownError } from './errors.js'
@@ -50,6 +51,8 @@ export interface EventsDeps {
   readonly throws: boolean
   /** Whether the container is closing (top-level emits are refused). */
   readonly state: { readonly closing: boolean }
+  /** Stamps the events' `time`. */
+  readonly clock: Clock
 }
 
 /**
@@ -62,6 +65,7 @@ export class Events implements NestedEmitter {
   readonly #ids: IdGenerator
   readonly #source: string
   readonly #throws: boolean
+  readonly #clock: Clock
 
   constructor(deps: EventsDeps) {
     this.#deps = deps
@@ -69,6 +73,7 @@ export class Events implements NestedEmitter {
     this.#ids = deps.ids
     this.#source = deps.source
     this.#throws = deps.throws
+    this.#clock = deps.clock
   }
 
   readonly emit: Emit<EventMap> = (type, subject, payload, options) =>
@@ -113,7 +118,7 @@ export class Events implements NestedEmitter {
       type,
       source: this.#deps.source,
       subject: s.name,
-      time: Date.now(),
+      time: this.#clock.now(),
       payload: freezeJson(data),
       // The event at the top of a cascade is its own origin.
       originId: parent === undefined ? eventId : (origin ?? parent.originId),
@@ -175,7 +180,7 @@ export class Events implements NestedEmitter {
       type: deleted ? SUBJECT_PROPERTY_DELETED : SUBJECT_PROPERTY_CHANGED,
       source: this.#source,
       subject: subject.name,
-      time: Date.now(),
+      time: this.#clock.now(),
       // KRules sends `old_value: null` for a new property (`ctx.oldValue` stays undefined).
       payload: Object.freeze(
         deleted
@@ -213,7 +218,7 @@ export class Events implements NestedEmitter {
       type,
       source: this.#source,
       subject: subject.name,
-      time: Date.now(),
+      time: this.#clock.now(),
       payload: freezeJson(payload),
       originId: parent === undefined ? id : parent.originId,
       extra: undefined,

@@ -1,4 +1,5 @@
 import { unsubscribe } from './_internal.js'
+import { type Clock, systemClock } from './clock.js'
 import { HandlerError } from './errors.js'
 import { consoleLogger, eventFields, type Logger } from './logger.js'
 import type { Metrics } from './metrics.js'
@@ -24,13 +25,20 @@ export class Failures {
   readonly #deadLetter: DeadLetterSink | undefined
   readonly #logger: Logger | undefined
   readonly #metrics: Metrics | undefined
+  readonly #clock: Clock
   /** The container's logger: the one given, or the console. */
   readonly log: Logger
 
-  constructor(deadLetter: DeadLetterSink | undefined, logger?: Logger, metrics?: Metrics) {
+  constructor(
+    deadLetter: DeadLetterSink | undefined,
+    logger?: Logger,
+    metrics?: Metrics,
+    clock: Clock = systemClock,
+  ) {
     this.#deadLetter = deadLetter
     this.#logger = logger
     this.#metrics = metrics
+    this.#clock = clock
     this.log = logger ?? consoleLogger
   }
 
@@ -51,7 +59,7 @@ export class Failures {
     const error = new HandlerError(handler, event.type, event.subject, { cause: e })
     if (this.#deadLetter) {
       try {
-        await this.#deadLetter.put({ event, handler, error, attempts, at: Date.now() })
+        await this.#deadLetter.put({ event, handler, error, attempts, at: this.#clock.now() })
         deadLettered = true
         if (this.#metrics) this.#metrics.deadLetters++
       } catch (dlError) {

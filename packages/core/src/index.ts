@@ -14,6 +14,8 @@
  * @module
  */
 
+export type { Clock, ClockTimer } from './clock.js'
+export { systemClock } from './clock.js'
 export type { Middleware } from './compose.js'
 export { compose } from './compose.js'
 export type {

@@ -1,4 +1,5 @@
 import { RecentKeys } from './_internal.js'
+import { type Clock, systemClock } from './clock.js'
 import { StorageError } from './errors.js'
 import { cloneJson, type JsonValue } from './json.js'
 import { compileGlob } from './router.js'
@@ -24,6 +25,13 @@ export interface MemoryStorageOptions {
    * @default 100_000
    */
   readonly idempotencyWindow?: number
+  /**
+   * The time of the outbox's leases (when a message nobody delivered may be claimed again): a
+   * fake clock in tests (`fakeClock()` from `@substate/core/testing`). A container made without a
+   * storage gives its own clock to the memory storage it creates.
+   * @default the system clock
+   */
+  readonly clock?: Clock
 }
 
 interface Stored {
@@ -41,6 +49,7 @@ interface Stored {
  */
 export function createMemoryStorage({
   idempotencyWindow = 100_000,
+  clock = systemClock,
 }: MemoryStorageOptions = {}): SubjectStorage {
   const subjects = new Map<string, Stored>()
   const seenKeys = new RecentKeys(idempotencyWindow)
@@ -78,7 +87,7 @@ export function createMemoryStorage({
   const outboxStore: OutboxStore = {
     async claim(owner, limit, lease) {
       check('claim')
-      const now = Date.now()
+      const now = clock.now()
       const out: OutboxMessage[] = []
       for (const [id, m] of outbox) {
         if (out.length >= limit) break
@@ -165,7 +174,7 @@ export function createMemoryStorage({
         if (stored.props.size === 0 && stored.ext.size === 0) subjects.delete(e.subject)
         else subjects.set(e.subject, stored)
       })
-      const until = Date.now() + (unit.lease ?? 30_000)
+      const until = clock.now() + (unit.lease ?? 30_000)
       for (const m of unit.outbox ?? [])
         if (!outbox.has(m.id)) outbox.set(m.id, { body: m.body, owner: unit.owner ?? '', until })
       return { status: 'applied' }

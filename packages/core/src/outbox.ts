@@ -8,6 +8,7 @@
  * receiver applies them once.
  */
 import { randomUUID } from 'node:crypto'
+import { type Clock, type ClockTimer, systemClock, unref } from './clock.js'
 import type { Logger } from './logger.js'
 import type { OutboxMessage, SubjectStorage } from './storage.js'
 import type { Subject, SubstateEvent } from './types.js'
@@ -36,6 +37,8 @@ export interface OutboxHost {
   report(what: string, event: SubstateEvent, error: unknown): void
   /** Where the relay logs a storage it cannot reach, and when it can again. */
   readonly log?: Logger
+  /** Times the polls. @default the system clock */
+  readonly clock?: Clock
 }
 
 /** Sends what committed units hold, and what the outbox of a storage still holds. */
@@ -50,7 +53,7 @@ export class OutboxRelay {
   readonly #storages = new Set<SubjectStorage>()
   /** Storages whose last claim failed (logged once, until a claim succeeds). */
   readonly #down = new Set<SubjectStorage>()
-  #timer: NodeJS.Timeout | undefined
+  #timer: ClockTimer | undefined
   #polling = false
   #stopped = false
   /** Ids to delete per storage, batched. */
@@ -104,11 +107,11 @@ export class OutboxRelay {
 
   #arm(): void {
     if (this.#timer !== undefined || this.#stopped) return
-    this.#timer = setTimeout(() => {
+    this.#timer = (this.#host.clock ?? systemClock).setTimeout(() => {
       this.#timer = undefined
       void this.#pollOnce().finally(() => this.#arm())
     }, this.#poll)
-    this.#timer.unref?.()
+    unref(this.#timer)
   }
 
   async #pollOnce(): Promise<void> {
@@ -211,7 +214,7 @@ export class OutboxRelay {
   /** Stops polling; waits for the sends in flight and the deletes they made. */
   async close(): Promise<void> {
     this.#stopped = true
-    clearTimeout(this.#timer)
+    ;(this.#host.clock ?? systemClock).clearTimeout(this.#timer)
     while (this.#inflight.size > 0) await Promise.allSettled([...this.#inflight])
     await this.#flushing
     await this.#flushRemoved()

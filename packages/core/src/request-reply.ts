@@ -1,5 +1,6 @@
 import type { Observable } from 'rxjs'
 import type { IdGenerator } from './_internal.js'
+import type { Clock, ClockTimer } from './clock.js'
 import { ShutdownError, TimeoutError } from './errors.js'
 import type { EmitOptions } from './event-context.js'
 import type { Events } from './events.js'
@@ -25,6 +26,8 @@ export interface RequestHost {
   readonly ids: IdGenerator
   readonly events: Events
   readonly failures: Failures
+  /** Times the reply's `timeout`. */
+  readonly clock: Clock
 }
 
 /**
@@ -47,12 +50,12 @@ export function request<R = unknown>(
   // The request starts its own cascade: its id is the origin id its replies carry.
   const originId = host.ids.next()
   return new Promise<SubstateEvent<R>>((resolve, reject) => {
-    let timer: NodeJS.Timeout | undefined
+    let timer: ClockTimer | undefined
     let settled = false
     const done = (settle: () => void): void => {
       if (settled) return
       settled = true
-      clearTimeout(timer)
+      host.clock.clearTimeout(timer)
       sub.unsubscribe()
       host.signal.removeEventListener('abort', onAbort)
       settle()
@@ -69,7 +72,7 @@ export function request<R = unknown>(
     const onAbort = (): void =>
       done(() => reject(new ShutdownError('the container closed before the reply came')))
     host.signal.addEventListener('abort', onAbort, { once: true })
-    timer = setTimeout(
+    timer = host.clock.setTimeout(
       () =>
         done(() =>
           reject(new TimeoutError(`request ${type} (waiting for ${options.reply})`, timeout)),

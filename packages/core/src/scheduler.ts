@@ -1,4 +1,5 @@
 import { unsubscribe } from './_internal.js'
+import type { Clock, ClockTimer } from './clock.js'
 import { nextTick, type ScheduleSpec } from './cron.js'
 import { ShutdownError } from './errors.js'
 import { ownEvent } from './events.js'
@@ -23,6 +24,8 @@ export interface ScheduleOptions {
 export interface SchedulerHost {
   readonly state: { readonly closing: boolean }
   readonly failures: Failures
+  /** When ticks are due, and the timers that wait for them. */
+  readonly clock: Clock
   storageFor(subject: string): SubjectStorage
   /** Notes a subject the container writes itself (its storage is closed with the container). */
   ownSubject(name: string): void
@@ -81,25 +84,26 @@ export class Scheduler {
       )
     if (this.#host.state.closing) throw new ShutdownError()
     const next = nextTick(when)
-    next(Date.now()) // a cron expression that never matches throws here, not later
+    const clock = this.#host.clock
+    next(clock.now()) // a cron expression that never matches throws here, not later
     const name = options?.name ?? type
     const subject = options?.subject ?? `schedule:${name}`
     const data = payload === undefined ? undefined : copyJson(payload, `the payload of ${type}`)
     const claim = `substate:schedule:${name}`
-    let timer: NodeJS.Timeout | undefined
+    let timer: ClockTimer | undefined
     let stopped = false
     const stop = (): void => {
       stopped = true
-      clearTimeout(timer)
+      clock.clearTimeout(timer)
       this.#running.delete(stop)
     }
     const wait = (at: number): void => {
       if (stopped) return
       // Node caps a timer at ~24.8 days (longer delays fire at once): wait in steps, and never
       // fire a tick before its time.
-      const left = at - Date.now()
+      const left = at - clock.now()
       if (left > 0) {
-        timer = setTimeout(() => wait(at), Math.min(left, MAX_TIMER))
+        timer = clock.setTimeout(() => wait(at), Math.min(left, MAX_TIMER))
         return
       }
       arm(at) // the next tick does not wait for this one's handlers
@@ -121,7 +125,7 @@ export class Scheduler {
       }
       wait(at)
     }
-    arm(Date.now())
+    arm(clock.now())
     this.#running.add(stop)
     return unsubscribe(stop)
   }

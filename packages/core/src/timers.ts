@@ -7,6 +7,7 @@
  * timer fired twice (a lease that expired mid-fire) has its effects stored once.
  */
 import { randomUUID } from 'node:crypto'
+import { type Clock, type ClockTimer, systemClock } from './clock.js'
 import { copyJson, type JsonValue } from './json.js'
 import type { SubjectStorage } from './storage.js'
 import type { TimerHandle, TimerSpec } from './types.js'
@@ -56,7 +57,7 @@ const isRecord = (v: unknown): v is TimerRecord =>
   typeof (v as TimerRecord).at === 'number'
 
 /** When a spec is due, checked (misuse throws a TypeError at the call). */
-export function dueAt(when: TimerSpec): number {
+export function dueAt(when: TimerSpec, now: () => number): number {
   if (when !== null && typeof when === 'object' && 'at' in when) {
     const at = when.at instanceof Date ? when.at.getTime() : when.at
     if (typeof at !== 'number' || !Number.isFinite(at))
@@ -69,7 +70,7 @@ export function dueAt(when: TimerSpec): number {
     const ms = when.in
     if (!(typeof ms === 'number' && ms >= 0 && Number.isFinite(ms)))
       throw new TypeError(`schedule(): in must be a number of milliseconds >= 0, got ${ms}`)
-    return Date.now() + ms
+    return now() + ms
   }
   throw new TypeError('schedule(): the timer must be { at: Date | ms } or { in: ms }')
 }
@@ -87,6 +88,8 @@ export interface TimerHost {
   }): Promise<boolean>
   /** Reports a failure that belongs to no event handler. */
   report(what: string, subject: string, type: string, error: unknown): void
+  /** When timers are due, and the timers that poll for them. @default the system clock */
+  readonly clock?: Clock
 }
 
 /** Stores, polls, claims and fires the durable timers of one container. */
@@ -96,7 +99,8 @@ export class Timers {
   readonly #lease: number
   readonly #attempts: number
   readonly #concurrency: number
-  #timer: NodeJS.Timeout | undefined
+  readonly #clock: Clock
+  #timer: ClockTimer | undefined
   #nextPoll = Number.POSITIVE_INFINITY
   #running = false
   #stopped = false
@@ -117,6 +121,7 @@ export class Timers {
     this.#lease = lease
     this.#attempts = attempts
     this.#concurrency = concurrency
+    this.#clock = host.clock ?? systemClock
   }
 
   async add(
@@ -149,7 +154,7 @@ export class Timers {
       throw new TypeError(
         `schedule(): the event type must be a non-empty string, got ${JSON.stringify(type)}`,
       )
-    const at = dueAt(when)
+    const at = dueAt(when, () => this.#clock.now())
     const data = payload === undefined ? undefined : copyJson(payload, `the payload of ${type}`)
     const id = randomUUID()
     const record: TimerRecord =
@@ -182,7 +187,7 @@ export class Timers {
   start(): void {
     if (this.#running || this.#stopped) return
     this.#running = true
-    this.#wake(Date.now())
+    this.#wake(this.#clock.now())
   }
 
   /**
@@ -191,7 +196,7 @@ export class Timers {
    */
   async stop(): Promise<void> {
     this.#stopped = true
-    clearTimeout(this.#timer)
+    this.#clock.clearTimeout(this.#timer)
     await this.#polling
   }
 
@@ -203,30 +208,30 @@ export class Timers {
   /** Polls at `at` if that is sooner than the next poll. */
   #wake(at: number): void {
     if (!this.#running || this.#stopped || at >= this.#nextPoll) return
-    clearTimeout(this.#timer)
+    this.#clock.clearTimeout(this.#timer)
     this.#nextPoll = at
-    this.#timer = setTimeout(
+    this.#timer = this.#clock.setTimeout(
       () => {
         this.#nextPoll = Number.POSITIVE_INFINITY
         // One poll at a time: a wake during a poll polls again right after it.
         if (this.#polling) {
-          void this.#polling.then(() => this.#wake(Date.now()))
+          void this.#polling.then(() => this.#wake(this.#clock.now()))
           return
         }
         this.#polling = this.#pollOnce().finally(() => {
           this.#polling = undefined
         })
       },
-      Math.max(0, Math.min(at - Date.now(), this.#poll)),
+      Math.max(0, Math.min(at - this.#clock.now(), this.#poll)),
     )
   }
 
   async #pollOnce(): Promise<void> {
     const storage = this.#host.storageFor(TIMERS)
-    let soonest = Date.now() + this.#poll
+    let soonest = this.#clock.now() + this.#poll
     try {
       const { props } = await storage.load(TIMERS)
-      const now = Date.now()
+      const now = this.#clock.now()
       for (const [key, value] of Object.entries(props)) {
         if (this.#stopped) break
         if (!key.startsWith('t:') || !isRecord(value)) continue
@@ -269,12 +274,12 @@ export class Timers {
           update: (current) => {
             if (!isRecord(current)) throw new TimerGone()
             const stored: TimerRecord = current
-            const held = stored.claim !== undefined && stored.claim.until > Date.now()
+            const held = stored.claim !== undefined && stored.claim.until > this.#clock.now()
             // A renewal keeps only this replica's own claim; a first claim needs none held.
             if (renew ? stored.claim?.token !== token : held) return current
             const claimed: TimerRecord = {
               ...stored,
-              claim: { token, until: Date.now() + lease },
+              claim: { token, until: this.#clock.now() + lease },
               attempts: renew ? (stored.attempts ?? 1) : (stored.attempts ?? 0) + 1,
             }
             return claimed as unknown as JsonValue
@@ -300,9 +305,14 @@ export class Timers {
     }
     if (claimed === undefined) return
     // The claim is renewed while the handlers run, so a slow handler keeps it.
-    const renew = setInterval(() => {
-      this.#claim(storage, key, token, true).catch(() => undefined)
-    }, this.#lease / 3)
+    let renew: ClockTimer | undefined
+    const renewSoon = (): void => {
+      renew = this.#clock.setTimeout(() => {
+        this.#claim(storage, key, token, true).catch(() => undefined)
+        renewSoon()
+      }, this.#lease / 3)
+    }
+    renewSoon()
     let done: boolean
     try {
       done = await this.#host.fire({
@@ -313,7 +323,7 @@ export class Timers {
         at: claimed.at,
       })
     } finally {
-      clearInterval(renew)
+      this.#clock.clearTimeout(renew)
     }
     const attempts = claimed.attempts ?? 1
     if (!done && attempts < this.#attempts) return // fired again once the claim runs out

@@ -8,6 +8,7 @@
  */
 import { createHash } from 'node:crypto'
 import { RecentKeys } from './_internal.js'
+import type { Clock } from './clock.js'
 import { ConflictError, isSubstateError, ShutdownError, StorageError } from './errors.js'
 import { cloneJson, freezeJson, type JsonValue, jsonEqual } from './json.js'
 import { KeyedQueue } from './keyed-queue.js'
@@ -88,6 +89,8 @@ export interface UnitHost {
   readonly metrics: Metrics
   readonly telemetry: Telemetry
   readonly log: Logger
+  /** The `time` of a received event that has none. */
+  readonly clock: Clock
 }
 
 /** Options of units of work. */
@@ -175,7 +178,7 @@ export class UnitsOfWork {
       key,
       input.subject,
       async (unit, span) => {
-        const event = rootEvent(input)
+        const event = rootEvent(input, this.#host.clock)
         const root: Scope = { depth: -1, originId: event.originId, failures: [], unit, span }
         result = await this.#host.dispatch(event, root)
         return result.failures
@@ -225,6 +228,7 @@ export class UnitsOfWork {
     span: SpanLike | undefined,
     event: IncomingEvent | undefined,
   ): Promise<Exclude<Ran, { kind: 'conflict' }>> {
+    // Real time, not the container's clock: conflicts are between writers running for real.
     const deadline = Date.now() + this.#timeout
     for (let attempt = 1; ; attempt++) {
       const unit = new Unit(key)
@@ -451,7 +455,7 @@ export class UnitsOfWork {
 }
 
 /** The root event of a received unit. */
-function rootEvent(input: IncomingEvent): SubstateEvent {
+function rootEvent(input: IncomingEvent, clock: Clock): SubstateEvent {
   let propertyName = input.propertyName
   let oldValue: unknown
   let newValue: unknown
@@ -477,7 +481,7 @@ function rootEvent(input: IncomingEvent): SubstateEvent {
     type: input.type,
     source: input.source,
     subject: input.subject,
-    time: input.time ?? Date.now(),
+    time: input.time ?? clock.now(),
     payload: copy,
     originId: input.originId ?? input.id,
     extra: undefined,

@@ -388,18 +388,35 @@ export const INSPECTOR_JS: string = String.raw`'use strict'
 
   function deadLettersView() {
     var holder = h('div')
+    var info = h('span', { class: 'counters' })
+    var handler = h('input', { name: 'handler', placeholder: 'any', 'aria-label': 'handler' })
+    var type = h('input', { name: 'type', placeholder: 'any', 'aria-label': 'type' })
+    var subject = h('input', { name: 'subject', placeholder: 'any', 'aria-label': 'subject' })
+    function load() {
+      var query = { handler: handler.value.trim(), type: type.value.trim(), subject: subject.value.trim() }
+      getJson('api/dead-letters', query).then(function (r) {
+        clear(holder)
+        if (!r.configured) {
+          info.textContent = ''
+          holder.append(h('p', { class: 'empty' }, 'No dead letters to list: give the container a sink that lists them (createMemoryDeadLetters, storageDeadLetters) or pass deadLetters to createInspector.'))
+          return
+        }
+        info.textContent = r.items.length + ' dead letter' + (r.items.length === 1 ? '' : 's') + (r.truncated ? ' (the newest ' + r.items.length + ')' : '')
+        var rows = r.items.map(function (d) {
+          return h('tr', null, h('td', { class: 'mono' }, clock(d.at)), h('td', { class: 'mono' }, d.handler), h('td', null, d.event.type),
+            h('td', null, subjectLink(d.event.subject)), h('td', { class: 'num' }, d.attempts), h('td', null, d.error),
+            h('td', null, cascadeLink(d.event.originId)), h('td', { class: 'mono payload' }, d.event.payload), h('td', { class: 'mono' }, d.id || ''))
+        })
+        if (rows.length === 0) rows = h('tr', null, h('td', { colspan: 9, class: 'muted' }, 'none'))
+        holder.append(card(table(['at', 'handler', 'type', 'subject', 'attempts', 'error', 'cascade', 'payload', 'id'], rows)))
+      }, function (e) { failed(e.message) })
+    }
+    var form = h('form', { class: 'bar', onsubmit: function (ev) { ev.preventDefault(); load() } },
+      h('label', null, 'Handler'), handler, h('label', null, 'Type'), type, h('label', null, 'Subject'), subject,
+      h('button', { type: 'submit' }, 'Filter'), info)
     clear(view)
-    view.append(h('h2', null, 'Dead letters'), holder)
-    getJson('api/dead-letters').then(function (r) {
-      if (!r.configured) { holder.append(h('p', { class: 'empty' }, 'No dead-letter source configured: pass deadLetters to createInspector.')); return }
-      var rows = r.items.map(function (d) {
-        return h('tr', null, h('td', { class: 'mono' }, clock(d.at)), h('td', { class: 'mono' }, d.handler), h('td', null, d.event.type),
-          h('td', null, subjectLink(d.event.subject)), h('td', { class: 'num' }, d.attempts), h('td', null, d.error),
-          h('td', null, cascadeLink(d.event.originId)), h('td', { class: 'mono payload' }, d.event.payload))
-      })
-      if (rows.length === 0) rows = h('tr', null, h('td', { colspan: 8, class: 'muted' }, 'none'))
-      holder.append(card(table(['at', 'handler', 'type', 'subject', 'attempts', 'error', 'cascade', 'payload'], rows)))
-    }, function (e) { failed(e.message) })
+    view.append(h('h2', null, 'Dead letters'), form, holder)
+    load()
   }
 
   function route() {

@@ -2,6 +2,7 @@ import type { Container, DeadLetter, SubstateEvent } from '@substate/core'
 import { type Context, Hono } from 'hono'
 import { type SSEStreamingApi, streamSSE } from 'hono/streaming'
 import { glob } from './events-stream.js'
+import { deadLettersApi } from './inspector-dead-letters.js'
 import { INSPECTOR_CSS, INSPECTOR_JS, inspectorHtml } from './inspector-page.js'
 import {
   type CascadeSummary,
@@ -26,9 +27,10 @@ export interface InspectorOptions {
    */
   readonly subjects?: (pattern?: string) => AsyncIterable<string>
   /**
-   * Lists dead letters for the Dead letters view, e.g. the entries your `DeadLetterSink` kept.
-   * Without it the view says none is configured.
-   * @default undefined
+   * Lists dead letters for the Dead letters view, in place of the container's own sink: for a
+   * sink that cannot list its entries, or to show others.
+   * @default the container's dead-letter sink (`createContainer({ deadLetter })`) when it can
+   * list its entries (`createMemoryDeadLetters`, `storageDeadLetters`); else none
    */
   readonly deadLetters?: () => Promise<readonly DeadLetter[]> | readonly DeadLetter[]
   /**
@@ -94,13 +96,15 @@ const SUBJECT_EVENTS = 20
  *   failures of its handlers (attempts, dead-lettered). The inspector records them from the
  *   moment it is created, with a middleware (registered last, so the innermost: the duration
  *   covers handlers and the events they caused, not outer middleware) and an `onError` hook.
- * - **Metrics** (`container.metrics.snapshot()`) and **Dead letters** (through `deadLetters`).
+ * - **Metrics** (`container.metrics.snapshot()`) and **Dead letters**: the entries of the
+ *   container's dead-letter sink when it can list them (or what `deadLetters` returns), newest
+ *   first, filtered by handler, type and subject.
  *
  * The JSON API under `api/` is what the page reads: `GET api/subjects?pattern=`,
  * `GET api/subject?name=`, `GET api/subject/stream?name=` (SSE `state`), `GET
  * api/events?type=&subject=` (SSE `batch`: `{ events, skipped }`; both streams first send
  * `ready` once subscribed), `GET api/cascades`,
- * `GET api/cascade?origin=`, `GET api/metrics`, `GET api/dead-letters`.
+ * `GET api/cascade?origin=`, `GET api/metrics`, `GET api/dead-letters?handler=&type=&subject=`.
  *
  * @example
  * import { createMemoryStorage } from '@substate/core'
@@ -316,17 +320,7 @@ export function createInspector(
 
   app.get('/api/metrics', (c) => c.json({ handlers: container.metrics.snapshot() }))
 
-  app.get('/api/dead-letters', async (c) => {
-    if (deadLetters === undefined) return c.json({ configured: false, items: [] })
-    const items = (await deadLetters()).map((d) => ({
-      handler: d.handler,
-      error: describeError(d.error),
-      attempts: d.attempts,
-      at: d.at,
-      event: inspected(d.event),
-    }))
-    return c.json({ configured: true, items })
-  })
+  app.get('/api/dead-letters', deadLettersApi(container, deadLetters, inspected))
 
   // Mounted with app.route('/inspector', ...), '/' is '/inspector': serve '/inspector/' too.
   app.get('/*', (c, next) => (c.req.path.endsWith('/') ? page(c) : next()))

@@ -1,9 +1,11 @@
 import {
   type Container,
   createContainer,
+  createMemoryDeadLetters,
   createMemoryStorage,
   type DeadLetter,
   SUBJECT_PROPERTY_CHANGED,
+  storageDeadLetters,
 } from '@substate/core'
 import { createInspector, createReceiver } from '@substate/hono'
 import { Hono } from 'hono'
@@ -332,6 +334,84 @@ describe('createInspector', () => {
       true,
     )
     stream.cancel()
+  })
+
+  it("lists the container's own dead-letter sink when it can list, newest first, filtered", async () => {
+    for (const sink of [createMemoryDeadLetters(), storageDeadLetters(createMemoryStorage())]) {
+      const container = createContainer({ source: 'dl', deadLetter: sink })
+      open.push(container)
+      container.onError(() => {})
+      container.on('order.*', { name: 'billing' }, (ctx) => {
+        throw new Error(`no ${ctx.subject.name}`)
+      })
+      container.on('order.paid', { name: 'ledger' }, () => {
+        throw new Error('ledger down')
+      })
+      const event = (id: string, type: string, subject: string) => ({
+        id,
+        source: 'shop',
+        type,
+        subject,
+      })
+      await container.receive(event('1', 'order.created', 'order:1'))
+      await container.receive(event('2', 'order.paid', 'order:2'))
+      const app = createInspector(container)
+      const all = await get(app, '/api/dead-letters')
+      expect(all.configured).toBe(true)
+      expect(all.truncated).toBe(false)
+      expect(all.items.map((d: Json) => d.id).sort()).toEqual([
+        'billing|shop|1',
+        'billing|shop|2',
+        'ledger|shop|2',
+      ])
+      expect(all.items[2]).toMatchObject({
+        id: 'billing|shop|1',
+        attempts: 1,
+        error: expect.stringContaining('no order:1'),
+      })
+      expect(all.items[2].event).toMatchObject({ type: 'order.created', subject: 'order:1' })
+      const ids = async (query: string) =>
+        (await get(app, `/api/dead-letters?${query}`)).items.map((d: Json) => d.id).sort()
+      expect(await ids('handler=ledger')).toEqual(['ledger|shop|2'])
+      expect(await ids('type=order.paid')).toEqual(['billing|shop|2', 'ledger|shop|2'])
+      expect(await ids('subject=order:1&handler=billing')).toEqual(['billing|shop|1'])
+      expect(await ids('subject=order:9')).toEqual([])
+    }
+    // A sink that cannot list, and no option: nothing to show.
+    const blind = createContainer({ deadLetter: { durable: false, put: async () => {} } })
+    open.push(blind)
+    expect(await get(createInspector(blind), '/api/dead-letters')).toEqual({
+      configured: false,
+      items: [],
+    })
+  })
+
+  it('filters what the deadLetters option returns, which wins over the sink', async () => {
+    const container = createContainer({ deadLetter: createMemoryDeadLetters() })
+    open.push(container)
+    const entry = (handler: string, at: number): DeadLetter => ({
+      handler,
+      at,
+      attempts: 2,
+      error: new Error('x'),
+      event: {
+        id: `e${at}`,
+        type: 't',
+        source: 's',
+        subject: 'x:1',
+        time: at,
+        originId: `e${at}`,
+        payload: undefined,
+        extra: undefined,
+      },
+    })
+    const app = createInspector(container, { deadLetters: () => [entry('a', 1), entry('b', 2)] })
+    const all = await get(app, '/api/dead-letters')
+    expect(all.items.map((d: Json) => [d.handler, d.at, d.id])).toEqual([
+      ['b', 2, undefined],
+      ['a', 1, undefined],
+    ])
+    expect((await get(app, '/api/dead-letters?handler=a')).items).toHaveLength(1)
   })
 
   it('rejects invalid options with a TypeError', () => {

@@ -1,5 +1,4 @@
 import { createServer, type Server, type Socket } from 'node:net'
-import { afterAll, describe, expect, it } from 'vitest'
 import { isSubstateError } from '../errors.js'
 import type { JsonValue } from '../json.js'
 import type {
@@ -10,6 +9,21 @@ import type {
   UnitCommit,
   UnitEntry,
 } from '../storage.js'
+
+// vitest is loaded only under vitest (which sets VITEST): the rest of `@substate/core/testing`
+// (the fake clock, the recorders) works in any test runner, with no vitest installed.
+const vitest = process.env.VITEST === undefined ? undefined : await import('vitest')
+const outsideVitest = (): never => {
+  throw new TypeError('describeStorage() defines vitest suites: run the file with vitest')
+}
+const { afterAll, describe, expect, it } =
+  vitest ??
+  ({
+    afterAll: outsideVitest,
+    describe: outsideVitest,
+    expect: outsideVitest,
+    it: outsideVitest,
+  } as unknown as typeof import('vitest'))
 
 /** How {@link describeStorage} makes the storages it tests. */
 export interface StorageFactory {
