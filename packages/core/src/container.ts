@@ -35,22 +35,21 @@ import { type ScheduleOptions, Scheduler } from './scheduler.js'
 import { checkSchemas, type PayloadSchemas, type SchemaEvents, validatePayload } from './schemas.js'
 import { scopes } from './scope.js'
 import type { StorageProvider, SubjectStorage } from './storage.js'
-import type { SubjectHost, SubjectState } from './subject.js'
+import type { SubjectEvents, SubjectHost, SubjectState } from './subject.js'
 import { Telemetry, type TracerLike } from './telemetry.js'
 import { TIMER_SOURCE, TIMERS, type TimerOptions, Timers } from './timers.js'
-import {
-  type AnySubject,
-  type DeadLetterSink,
-  type EventMap,
-  type HandlerFailure,
-  type OutboundEmitter,
-  type PropertyMap,
-  SUBJECT_DELETED,
-  type SubjectMap,
-  type SubjectOf,
-  type SubstateEvent,
-  type TypedSubject,
-  type Unsubscribe,
+import type {
+  AnySubject,
+  DeadLetterSink,
+  EventMap,
+  HandlerFailure,
+  OutboundEmitter,
+  PropertyMap,
+  SubjectMap,
+  SubjectOf,
+  SubstateEvent,
+  TypedSubject,
+  Unsubscribe,
 } from './types.js'
 
 /** A container declaring no subject types (every subject untyped unless asked for). */
@@ -356,10 +355,8 @@ class Engine implements Omit<Container, 'subject'> {
             return handle
           })
       },
-      propertyChanged: (subject, property, oldValue, newValue, extra, parent, value) =>
-        this.#events.propertyChanged(subject, property, oldValue, newValue, extra, parent, value),
-      subjectDeleted: (subject, payload, parent) =>
-        this.#events.subjectEvent(subject, SUBJECT_DELETED, payload, parent, undefined),
+      // Set below, before any subject exists (the events need the identity map).
+      events: undefined as unknown as SubjectEvents,
     }
     this.#subjects = new IdentityMap(options.maxSubjects ?? 10_000, host)
     const dispatcher = new Dispatcher({
@@ -386,6 +383,7 @@ class Engine implements Omit<Container, 'subject'> {
       state,
       clock,
     })
+    host.events = this.#events
     this.#relay = new OutboxRelay(
       {
         resolve: (target, event) => this.#routes.resolve(target, event),

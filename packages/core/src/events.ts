@@ -1,5 +1,5 @@
 import type { IdGenerator } from './_internal.js'
-import type { Clock } from './clock.js'
+import { type Clock, systemClock } from './clock.js'
 import type { Dispatcher } from './dispatcher.js'
 import { RESULT } from './dispatcher.js'
 import { ShutdownError } from './errors.js'
@@ -9,7 +9,7 @@ import type { IdentityMap } from './identity-map.js'
 import { copyJson, freezeJson, type JsonValue } from './json.js'
 import type { Routes } from './routes.js'
 import { type Scope, scopes } from './scope.js'
-import { SubjectState } from './subject.js'
+import { type SubjectEvents, SubjectState } from './subject.js'
 import {
   type EmitResult,
   type EventMap,
@@ -59,13 +59,15 @@ export interface EventsDeps {
  * Builds the events of a container and hands them to the dispatcher: top-level `emit`,
  * `ctx.emit` (nested, same origin id) and the change events of subject writes.
  */
-export class Events implements NestedEmitter {
+export class Events implements NestedEmitter, SubjectEvents {
   readonly #deps: EventsDeps
   readonly #dispatcher: Dispatcher
   readonly #ids: IdGenerator
   readonly #source: string
   readonly #throws: boolean
   readonly #clock: Clock
+  /** The clock is the system's: `Date.now()` inline (the hot path stamps every event). */
+  readonly #systemTime: boolean
 
   constructor(deps: EventsDeps) {
     this.#deps = deps
@@ -74,6 +76,7 @@ export class Events implements NestedEmitter {
     this.#source = deps.source
     this.#throws = deps.throws
     this.#clock = deps.clock
+    this.#systemTime = deps.clock === systemClock
   }
 
   readonly emit: Emit<EventMap> = (type, subject, payload, options) =>
@@ -180,7 +183,7 @@ export class Events implements NestedEmitter {
       type: deleted ? SUBJECT_PROPERTY_DELETED : SUBJECT_PROPERTY_CHANGED,
       source: this.#source,
       subject: subject.name,
-      time: this.#clock.now(),
+      time: this.#systemTime ? Date.now() : this.#clock.now(),
       // KRules sends `old_value: null` for a new property (`ctx.oldValue` stays undefined).
       payload: Object.freeze(
         deleted

@@ -22,6 +22,7 @@ import type {
 } from './storage.js'
 import {
   type GetOptions,
+  SUBJECT_DELETED,
   SUBJECT_PROPERTY_CHANGED,
   SUBJECT_PROPERTY_DELETED,
   type Subject,
@@ -32,12 +33,11 @@ import {
 } from './types.js'
 import type { UnitState, UnitView, ViewBase } from './unit-state.js'
 
-/** What a subject needs of its container. */
-export interface SubjectHost {
-  storageFor(subject: string): SubjectStorage
+/** How a subject's writes become events (the container's `Events`). */
+export interface SubjectEvents {
   /**
    * Dispatches the change event of `property` of `subject` (`newValue` undefined: deleted) in the
-   * current scope; resolves with `value` after its cascade (rejects when a handler failed and the
+   * scope `parent`; resolves with `value` after its cascade (rejects when a handler failed and the
    * container throws on failures at top level). The values are copies made for the event.
    */
   propertyChanged<T>(
@@ -50,8 +50,21 @@ export interface SubjectHost {
     parent: Scope | undefined,
     value: T,
   ): Promise<T>
-  /** Dispatches `subject-deleted` for `subject`, with what it held. */
-  subjectDeleted(subject: SubjectState, payload: unknown, parent: Scope | undefined): Promise<void>
+  /** Dispatches an event of the subject itself (`subject-deleted`), resolving with `value`. */
+  subjectEvent<T>(
+    subject: SubjectState,
+    type: string,
+    payload: unknown,
+    parent: Scope | undefined,
+    value: T,
+  ): Promise<T>
+}
+
+/** What a subject needs of its container. */
+export interface SubjectHost {
+  storageFor(subject: string): SubjectStorage
+  /** How writes become events: the container's events (set once, before any subject exists). */
+  events: SubjectEvents
   /** The live state for a name (a new one if it was evicted). */
   live(name: string): SubjectState
   /** Stores a durable timer firing `type` on `subject`. */
@@ -656,10 +669,12 @@ export class SubjectState implements Subject {
     }
     for (const [name, old] of Object.entries(payload.props))
       await this.#emitChange(name, old, undefined, undefined, scopes.getStore(), undefined)
-    await this.#host.subjectDeleted(
+    await this.#host.events.subjectEvent(
       this,
+      SUBJECT_DELETED,
       { props: cloneJson(payload.props), ext_props: cloneJson(payload.ext_props) },
       scopes.getStore(),
+      undefined,
     )
   }
 
@@ -795,7 +810,7 @@ export class SubjectState implements Subject {
     scope: Scope | undefined,
     result: T,
   ): Promise<T> {
-    return this.#host.propertyChanged(
+    return this.#host.events.propertyChanged(
       this,
       property,
       cloneJson(oldValue),
