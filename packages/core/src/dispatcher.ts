@@ -146,9 +146,8 @@ export class Dispatcher {
         !this.#handlers.hasMiddleware
       ) {
         const hs = this.#handlers.router.match(event.type)
-        const h = hs.length === 1 ? hs[0]! : undefined
-        if (h !== undefined && h.simple && h.filters.length === 0)
-          return this.#one(h, ctx, req, scope)
+        if (hs.length === 1 && hs[0]!.simple && hs[0]!.filters.length === 0)
+          return this.#one(hs[0]!, ctx, req, scope)
       }
     } catch (e) {
       this.#done(req, scope)
