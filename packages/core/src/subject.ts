@@ -1,25 +1,10 @@
 import { filter, map, type Observable } from 'rxjs'
-import { isSubstateError, PropertyNotFoundError, ShutdownError, StorageError } from './errors.js'
+import { PropertyNotFoundError, ShutdownError } from './errors.js'
 import { cloneJson, copyJson, type JsonValue, jsonEqual } from './json.js'
-import {
-  applyFns,
-  fold,
-  type PendingChange,
-  PendingWrites,
-  replay,
-  type Taken,
-  toChange,
-} from './pending-writes.js'
+import { applyFns, type PendingChange } from './pending-writes.js'
 import { type Scope, scopes } from './scope.js'
-import { SerialQueue } from './serial-queue.js'
-import type {
-  Change,
-  CommitOptions,
-  CommittedChange,
-  PropertyKind,
-  SubjectSnapshot,
-  SubjectStorage,
-} from './storage.js'
+import type { CommitOptions, PropertyKind, SubjectSnapshot, SubjectStorage } from './storage.js'
+import { type Correction, SubjectCache } from './subject-cache.js'
 import {
   type GetOptions,
   SUBJECT_DELETED,
@@ -74,11 +59,6 @@ export interface SubjectHost {
   readonly state: { readonly closing: boolean }
 }
 
-/** A cached value that storage corrected: `[property, cached, stored]`, announced after a store. */
-type Correction = [string, JsonValue | undefined, JsonValue | undefined]
-
-/** What every `store()` without an idempotency key passes: it needs no old values. */
-const BLIND: CommitOptions = { oldValues: false }
 const NOTHING: Promise<undefined> = Promise.resolve(undefined)
 
 function checkName(property: unknown): asserts property is string {
@@ -89,39 +69,21 @@ function checkName(property: unknown): asserts property is string {
   }
 }
 
-const wrapStorage = (storage: SubjectStorage, op: string, subject: string, e: unknown): Error =>
-  isSubstateError(e)
-    ? e
-    : new StorageError(storage.name, op, subject, e instanceof Error ? e.message : String(e), {
-        cause: e,
-      })
-
 /**
- * The live state of one subject, shared by every handle of its name. Cached values are owned
- * copies; everything handed out is copied again.
+ * The live state of one subject, shared by every handle of its name: the public subject API
+ * (reads, writes and their change events, observation, timers). Outside units of work it reads
+ * and writes its {@link SubjectCache} (values, pending writes, loading, commits); inside a unit
+ * every read and write goes to the unit's view of the subject, whose committed base is that
+ * cache. Cached values are owned copies; everything handed out is copied again.
  */
 export class SubjectState implements Subject {
   readonly name: string
   readonly #host: SubjectHost
-  readonly #storage: SubjectStorage
-  #props = new Map<string, JsonValue>()
-  #ext = new Map<string, JsonValue>()
-  #loaded = false
-  #loading: Promise<void> | undefined
-  /** Stored texts of values that do not survive a JSON round trip, by `p`/`e` field key. */
-  #raw: Map<string, string> | undefined
-  /** Stored values that are not JSON, by field key, with why. */
-  #invalid: Map<string, string> | undefined
+  readonly #cache: SubjectCache
   /** Units of work holding a view of this subject (it is not evicted meanwhile). */
   #units = 0
-  #base: ViewBase | undefined
-  /** Pending cached writes (see {@link PendingWrites}); undefined until the first. */
-  #pending: PendingWrites | undefined
-  /**
-   * Commits of this subject run one after another (store, write-through, flush); undefined while
-   * none runs (an idle subject holds no queue).
-   */
-  #commits: SerialQueue | undefined
+  /** The cache as a unit's view base. */
+  readonly #sharedBase: () => SubjectCache
   /** Reads and loads in flight. */
   #busy = 0
   /** Set by the identity map's clock when the subject was used since the last sweep. */
@@ -132,32 +94,24 @@ export class SubjectState implements Subject {
   constructor(name: string, host: SubjectHost) {
     this.name = name
     this.#host = host
-    this.#storage = host.storageFor(name)
+    const cache = new SubjectCache(name, host.storageFor(name), this)
+    this.#cache = cache
+    this.#sharedBase = () => cache
   }
 
   get dirty(): boolean {
-    return this.#pending?.dirty ?? false
+    return this.#cache.dirty
   }
 
   /** Idle and clean: nothing pending, nothing in flight. Only such states may be evicted. */
   get evictable(): boolean {
-    return this.#busy === 0 && this.#units === 0 && this.#commits === undefined && !this.dirty
+    return this.#busy === 0 && this.#units === 0 && this.#cache.idle
   }
 
   /** Drops cached state and memory; later calls on this handle forward to the live state. */
   evict(): void {
     this.evicted = true
-    this.#props = new Map()
-    this.#ext = new Map()
-    this.#loaded = false
-  }
-
-  /** Forgets the cached values: the next access reloads them and replays the pending writes. */
-  #rebase(): void {
-    this.#props.clear()
-    this.#ext.clear()
-    this.#loaded = false
-    this.#loading = undefined
+    this.#cache.drop()
   }
 
   // ---- reads ----
@@ -179,7 +133,7 @@ export class SubjectState implements Subject {
       // In a unit of work every read is of the unit's view (checked when it commits).
       const view = await this.#unitView(unit)
       const why = view.invalid(kind, property)
-      if (why !== undefined) throw this.#unreadable(kind, property, why)
+      if (why !== undefined) throw this.#cache.unreadable(kind, property, why)
       const v = view.read(kind, property)
       if (v !== undefined) return cloneJson(v) as T
       if (options && 'default' in options) return cloneJson(options.default as JsonValue) as T
@@ -189,16 +143,15 @@ export class SubjectState implements Subject {
     this.#busy++
     try {
       if (options?.cache === false) {
-        found = await this.#storage
-          .get(this.name, kind, property)
-          .catch((e) => Promise.reject(wrapStorage(this.#storage, 'get', this.name, e)))
+        found = await this.#cache.fetch(kind, property)
       } else {
-        await this.#load()
-        const map = kind === 'prop' ? this.#props : this.#ext
+        const cache = this.#cache
+        await cache.load()
+        const map = kind === 'prop' ? cache.props : cache.ext
         if (map.has(property)) found = { value: cloneJson(map.get(property)!) }
         else {
-          const why = this.#invalid?.get((kind === 'prop' ? 'p' : 'e') + property)
-          if (why !== undefined) throw this.#unreadable(kind, property, why)
+          const why = cache.invalid(kind, property)
+          if (why !== undefined) throw cache.unreadable(kind, property, why)
         }
       }
     } finally {
@@ -215,7 +168,7 @@ export class SubjectState implements Subject {
     const unit = scopes.getStore()?.unit
     if (unit !== undefined) return (await this.#unitView(unit)).read('prop', property) !== undefined
     await this.#withLoad()
-    return this.#props.has(property)
+    return this.#cache.props.has(property)
   }
 
   async keys(): Promise<string[]> {
@@ -223,7 +176,7 @@ export class SubjectState implements Subject {
     const unit = scopes.getStore()?.unit
     if (unit !== undefined) return (await this.#unitView(unit)).names('prop')
     await this.#withLoad()
-    return [...this.#props.keys()]
+    return [...this.#cache.props.keys()]
   }
 
   async getExtProps(): Promise<Record<string, JsonValue>> {
@@ -239,15 +192,15 @@ export class SubjectState implements Subject {
       return Object.fromEntries(out)
     }
     await this.#withLoad()
-    return Object.fromEntries([...this.#ext].map(([k, v]) => [k, cloneJson(v)]))
+    return this.#cache.copy('ext')
   }
 
   toJSON(): { name: string; props: Record<string, JsonValue>; ext: Record<string, JsonValue> } {
     if (this.evicted) return this.#forward().toJSON()
     return {
       name: this.name,
-      props: Object.fromEntries([...this.#props].map(([k, v]) => [k, cloneJson(v)])),
-      ext: Object.fromEntries([...this.#ext].map(([k, v]) => [k, cloneJson(v)])),
+      props: this.#cache.copy('prop'),
+      ext: this.#cache.copy('ext'),
     }
   }
 
@@ -326,8 +279,8 @@ export class SubjectState implements Subject {
       return this.#writeInUnit(scope, scope.unit, kind, property, next, options)
     if (options?.cache === false)
       return this.#track(this.#writeThrough(kind, property, next, options))
-    if (this.#loaded) return this.#writeCached(kind, property, next, options, scope)
-    return this.#track(this.#load()).then(() => this.#write(kind, property, next, options))
+    if (this.#cache.loaded) return this.#writeCached(kind, property, next, options, scope)
+    return this.#track(this.#cache.load()).then(() => this.#write(kind, property, next, options))
   }
 
   #writeCached(
@@ -337,7 +290,8 @@ export class SubjectState implements Subject {
     options: WriteOptions | undefined,
     scope: Scope | undefined,
   ): Promise<JsonValue | undefined | typeof NOT_FOUND> {
-    const map = kind === 'prop' ? this.#props : this.#ext
+    const cache = this.#cache
+    const map = kind === 'prop' ? cache.props : cache.ext
     const had = map.has(property)
     const oldValue = map.get(property)
     let newValue: JsonValue | undefined
@@ -353,9 +307,7 @@ export class SubjectState implements Subject {
       if (had && jsonEqual(oldValue, newValue)) return Promise.resolve(cloneJson(newValue))
       map.set(property, newValue)
     }
-    this.#forgetStored(kind, property)
-    this.#pending ??= new PendingWrites()
-    this.#pending.add(kind, property, next, newValue)
+    cache.addPending(kind, property, next, newValue)
     this.recentlyUsed = true
     const result = next.op === 'delete' ? oldValue : cloneJson(newValue)
     if (kind === 'ext' || options?.muted) return Promise.resolve(result)
@@ -389,7 +341,7 @@ export class SubjectState implements Subject {
       const why = view.invalid(kind, property)
       // A value that is not JSON can be replaced, not read (an updater would need it).
       if (why !== undefined && next.op === 'update')
-        return Promise.reject(this.#unreadable(kind, property, why))
+        return Promise.reject(this.#cache.unreadable(kind, property, why))
       oldValue = view.read(kind, property)
     }
     const had = oldValue !== undefined
@@ -419,14 +371,11 @@ export class SubjectState implements Subject {
   #unitView(unit: UnitState): UnitView | Promise<UnitView> {
     const existing = unit.viewOf(this)
     if (existing !== undefined) return existing
-    if (!this.#loaded) return this.#track(this.#load()).then(() => this.#unitView(unit))
-    if (this.dirty) {
-      return this.#storage.load(this.name).then(
-        (snap) => unit.viewOf(this) ?? this.#enter(unit, () => snapshotBase(snap)),
-        (e: unknown) => Promise.reject(wrapStorage(this.#storage, 'load', this.name, e)),
-      )
-    }
-    return this.#enter(unit, () => this.#sharedBase())
+    const cache = this.#cache
+    if (!cache.loaded) return this.#track(cache.load()).then(() => this.#unitView(unit))
+    if (cache.dirty)
+      return cache.loadBase((base) => unit.viewOf(this) ?? this.#enter(unit, () => base))
+    return this.#enter(unit, this.#sharedBase)
   }
 
   #enter(unit: UnitState, base: () => ViewBase): UnitView {
@@ -440,27 +389,12 @@ export class SubjectState implements Subject {
     this.#units--
   }
 
-  /** This subject's committed state as units read it (its cache, while nothing is pending). */
-  #sharedBase(): ViewBase {
-    this.#base ??= {
-      value: (kind, name) => (kind === 'prop' ? this.#props : this.#ext).get(name),
-      names: (kind) => (kind === 'prop' ? this.#props : this.#ext).keys(),
-      raw: (kind, name) => this.#raw?.get((kind === 'prop' ? 'p' : 'e') + name),
-      invalid: (kind, name) => this.#invalid?.get((kind === 'prop' ? 'p' : 'e') + name),
-    }
-    return this.#base
-  }
-
   /**
    * A unit's writes were committed: the cache takes them (with writes made outside units that are
    * still pending on top).
    */
   unitCommitted(view: UnitView): void {
-    if (this.evicted || !this.#loaded) return
-    for (const [kind, name, value] of view.writes()) {
-      this.#forgetStored(kind, name)
-      this.#cacheStored(kind, name, replay(this.#pending?.get(kind, name), value))
-    }
+    if (!this.evicted) this.#cache.unitCommitted(view)
   }
 
   /**
@@ -470,36 +404,12 @@ export class SubjectState implements Subject {
   refresh(): Promise<void> {
     if (this.evicted) return this.#forward().refresh()
     if (scopes.getStore()?.unit !== undefined) return NOTHING
-    return this.#track(
-      this.#storage.load(this.name).then(
-        (snap) => this.reloadFrom(snap),
-        (e: unknown) => Promise.reject(wrapStorage(this.#storage, 'load', this.name, e)),
-      ),
-    )
+    return this.#track(this.#cache.refresh())
   }
 
   /** What storage holds now (another process wrote it): the cache takes it. */
   reloadFrom(snap: SubjectSnapshot): void {
-    if (this.evicted) return
-    this.#fill(snap)
-    this.#loaded = true
-    this.#loading = undefined
-  }
-
-  #forgetStored(kind: PropertyKind, name: string): void {
-    if (this.#raw === undefined && this.#invalid === undefined) return
-    const key = (kind === 'prop' ? 'p' : 'e') + name
-    this.#raw?.delete(key)
-    this.#invalid?.delete(key)
-  }
-
-  #unreadable(kind: PropertyKind, property: string, why: string): StorageError {
-    return new StorageError(
-      this.#storage.name,
-      'read',
-      this.name,
-      `the stored value of ${kind === 'ext' ? 'ext property' : 'property'} "${property}" is not JSON (${why}); set it to replace it`,
-    )
+    if (!this.evicted) this.#cache.reloadFrom(snap)
   }
 
   #writeThrough(
@@ -508,7 +418,7 @@ export class SubjectState implements Subject {
     next: PendingChange,
     options: WriteOptions | undefined,
   ): Promise<JsonValue | undefined | typeof NOT_FOUND> {
-    return this.#serial(() => this.#writeThroughSection(kind, property, next)).then((c) => {
+    return this.#cache.writeThrough(kind, property, next).then((c) => {
       // Events go out after the commit section, so a handler may write this subject again.
       if (next.op === 'delete' && c.oldValue === undefined) return NOT_FOUND
       const result = next.op === 'delete' ? c.oldValue : cloneJson(c.newValue)
@@ -517,26 +427,6 @@ export class SubjectState implements Subject {
         return this.#emitChange(property, c.oldValue, c.newValue, extra, scopes.getStore(), result)
       }
       return result
-    })
-  }
-
-  /** The commit of a write-through write, in the subject's commit order. */
-  #writeThroughSection(
-    kind: PropertyKind,
-    property: string,
-    next: PendingChange,
-  ): Promise<CommittedChange> {
-    // The pending cached write of the property is committed with this one, in order.
-    const own = this.#pending?.of(kind).get(property)
-    const ownChange = own?.change
-    const change = toChange(kind, property, fold(ownChange, next))
-    return this.#commit([change], undefined, 'commit').then((result) => {
-      const committed = result.changes[0]!
-      // Unless the writer wrote this property again meanwhile, its pending write is now stored.
-      const rest = this.#pending?.settle(kind, property, own, ownChange)
-      this.#forgetStored(kind, property)
-      if (this.#loaded) this.#cacheStored(kind, property, replay(rest, committed.newValue))
-      return committed
     })
   }
 
@@ -551,73 +441,10 @@ export class SubjectState implements Subject {
     // In a unit of work, its writes are stored by its commit, all of them at once.
     if (scopes.getStore()?.unit !== undefined) return NOTHING
     // Nothing to write and no commit to wait for.
-    if (!this.dirty && this.#commits === undefined) return NOTHING
-    return this.#serial(() => this.#storeSection(options?.idempotencyKey)).then((corrections) =>
-      corrections === undefined ? undefined : this.#announce(corrections),
-    )
-  }
-
-  #storeSection(idempotencyKey: string | undefined): Promise<Correction[] | undefined> {
-    const taken = this.#pending?.take() ?? []
-    if (taken.length === 0) return NOTHING
-    // store() compares stored new values with the cache; old values are not needed.
-    const options: CommitOptions =
-      idempotencyKey === undefined ? BLIND : { oldValues: false, idempotencyKey }
-    const failed = (e: unknown): never => {
-      this.#restore(taken) // nothing was written: the writes stay pending, first in line
-      throw wrapStorage(this.#storage, 'store', this.name, e)
-    }
-    let committing: ReturnType<SubjectStorage['commit']>
-    try {
-      committing = this.#storage.commit(
-        this.name,
-        taken.map((t) => t.change),
-        options,
-      )
-    } catch (e) {
-      // Restored at once: the writes are never missing from pending, even for a microtask.
-      this.#restore(taken)
-      return Promise.reject(wrapStorage(this.#storage, 'store', this.name, e))
-    }
-    return committing.then((result) => {
-      const corrections = this.#stored(result)
-      if (this.#loaded) return corrections
-      // The cache was dropped (a failed unit, a duplicate): refill it now, best effort (a failed
-      // load only means the next access loads), so the subject reads as stored right after.
-      return this.#load().then(
-        () => undefined,
-        () => undefined,
-      )
-    }, failed)
-  }
-
-  /**
-   * Brings the cache in line with what a store wrote. Another process may have written in
-   * between: the stored value wins, and is announced (returned as corrections).
-   */
-  #stored(result: Awaited<ReturnType<SubjectStorage['commit']>>): Correction[] | undefined {
-    if (result.duplicate) {
-      // Already applied by an earlier delivery: the cache holds a second application.
-      this.#rebase()
-      return undefined
-    }
-    // Dropped meanwhile (a failed unit rebased it): the next access reloads what storage holds.
-    if (!this.#loaded) return undefined
-    let corrections: Correction[] | undefined
-    const pending = this.#pending
-    for (const c of result.changes) {
-      const map = c.kind === 'prop' ? this.#props : this.#ext
-      const expected = replay(pending?.get(c.kind, c.name), c.newValue)
-      const cached = map.get(c.name)
-      if (cached !== expected && !jsonEqual(cached, expected)) {
-        this.#cacheStored(c.kind, c.name, expected)
-        if (c.kind === 'prop') {
-          corrections ??= []
-          corrections.push([c.name, cached, expected])
-        }
-      }
-    }
-    return corrections
+    if (this.#cache.idle) return NOTHING
+    return this.#cache
+      .store(options?.idempotencyKey)
+      .then((corrections) => (corrections === undefined ? undefined : this.#announce(corrections)))
   }
 
   async #announce(corrections: readonly Correction[]): Promise<void> {
@@ -648,24 +475,7 @@ export class SubjectState implements Subject {
       }
       payload = { props: take('prop'), ext_props: take('ext') }
     } else {
-      payload = await this.#serial(async () => {
-        let snap: SubjectSnapshot
-        try {
-          snap = await this.#storage.flush(this.name)
-        } catch (e) {
-          throw wrapStorage(this.#storage, 'flush', this.name, e)
-        }
-        const cached = this.#loaded ? this.toJSON() : undefined
-        this.#pending = undefined
-        this.#props.clear()
-        this.#ext.clear()
-        this.#raw = undefined
-        this.#invalid = undefined
-        this.#loaded = true
-        this.#loading = undefined
-        this.#touch()
-        return { props: cached?.props ?? snap.props, ext_props: cached?.ext ?? snap.ext }
-      })
+      payload = await this.#cache.flush()
     }
     for (const [name, old] of Object.entries(payload.props))
       await this.#emitChange(name, old, undefined, undefined, scopes.getStore(), undefined)
@@ -711,18 +521,8 @@ export class SubjectState implements Subject {
     return this.#host.live(this.name)
   }
 
-  #touch(): void {
-    this.recentlyUsed = true
-  }
-
   #withLoad(): Promise<void> {
-    return this.#loaded ? Promise.resolve() : this.#track(this.#load())
-  }
-
-  /** Puts taken writes back in front of what was written meanwhile (a failed commit). */
-  #restore(taken: readonly Taken[]): void {
-    this.#pending ??= new PendingWrites()
-    this.#pending.restore(taken)
+    return this.#cache.loaded ? Promise.resolve() : this.#track(this.#cache.load())
   }
 
   /** Counts `work` as in flight (not evictable) until it settles. */
@@ -731,74 +531,6 @@ export class SubjectState implements Subject {
     return work.finally(() => {
       this.#busy--
     })
-  }
-
-  #load(): Promise<void> {
-    this.recentlyUsed = true
-    if (this.#loaded) return Promise.resolve()
-    this.#loading ??= this.#storage.load(this.name).then(
-      (snap) => {
-        this.#fill(snap)
-        this.#loaded = true
-        this.#loading = undefined
-      },
-      (e: unknown) => {
-        this.#loading = undefined
-        throw wrapStorage(this.#storage, 'load', this.name, e)
-      },
-    )
-    return this.#loading
-  }
-
-  /** Fills the (empty) cache from a snapshot, with the writes still pending on top. */
-  #fill(snap: SubjectSnapshot): void {
-    this.#props.clear()
-    this.#ext.clear()
-    for (const [k, v] of Object.entries(snap.props)) this.#props.set(k, v)
-    for (const [k, v] of Object.entries(snap.ext)) this.#ext.set(k, v)
-    this.#raw = undefined
-    this.#invalid = undefined
-    for (const kind of KINDS) {
-      const p = kind === 'prop' ? 'p' : 'e'
-      for (const [name, raw] of Object.entries(snap.raw?.[kind] ?? {})) {
-        this.#raw ??= new Map()
-        this.#raw.set(p + name, raw)
-      }
-      for (const [name, why] of Object.entries(snap.invalid?.[kind] ?? {})) {
-        this.#invalid ??= new Map()
-        this.#invalid.set(p + name, why)
-      }
-    }
-    // After a rebase, the writes still pending apply on top of what storage holds.
-    for (const kind of KINDS) {
-      const map = kind === 'prop' ? this.#props : this.#ext
-      for (const [name, slot] of this.#pending?.of(kind) ?? [])
-        this.#cacheStored(kind, name, replay(slot.change, map.get(name)))
-    }
-  }
-
-  /** Runs `fn` as this subject's next commit section (see {@link SerialQueue}). */
-  #serial<T>(fn: () => Promise<T>): Promise<T> {
-    this.#commits ??= new SerialQueue(() => {
-      this.#commits = undefined
-    })
-    return this.#commits.run(fn)
-  }
-
-  #commit(
-    changes: Change[],
-    options: CommitOptions | undefined,
-    op: string,
-  ): Promise<Awaited<ReturnType<SubjectStorage['commit']>>> {
-    return this.#storage.commit(this.name, changes, options).catch((e: unknown) => {
-      throw wrapStorage(this.#storage, op, this.name, e)
-    })
-  }
-
-  #cacheStored(kind: PropertyKind, name: string, value: JsonValue | undefined): void {
-    const map = kind === 'prop' ? this.#props : this.#ext
-    if (value === undefined) map.delete(name)
-    else map.set(name, value)
   }
 
   /** Emits the change event of a property; resolves with `result` after its cascade. */
@@ -823,15 +555,3 @@ export class SubjectState implements Subject {
 }
 
 const NOT_FOUND: unique symbol = Symbol('not found')
-const KINDS = ['prop', 'ext'] as const
-
-/** A unit's view base on a snapshot of its own (a subject with writes pending outside units). */
-function snapshotBase(snap: SubjectSnapshot): ViewBase {
-  const of = (kind: PropertyKind) => (kind === 'prop' ? snap.props : snap.ext)
-  return {
-    value: (kind, name) => (Object.hasOwn(of(kind), name) ? of(kind)[name] : undefined),
-    names: (kind) => Object.keys(of(kind)),
-    raw: (kind, name) => snap.raw?.[kind]?.[name],
-    invalid: (kind, name) => snap.invalid?.[kind]?.[name],
-  }
-}
