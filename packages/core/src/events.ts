@@ -9,7 +9,8 @@ import type { IdentityMap } from './identity-map.js'
 import { copyJson, freezeJson, type JsonValue } from './json.js'
 import type { Routes } from './routes.js'
 import { type Scope, scopes } from './scope.js'
-import { type SubjectEvents, SubjectState } from './subject.js'
+import { SubjectState } from './subject.js'
+import type { SubjectEvents } from './subject-host.js'
 import {
   type EmitResult,
   type EventMap,
@@ -165,7 +166,7 @@ export class Events implements NestedEmitter, SubjectEvents {
    * built here, two freezes (the values' own objects are frozen once, not walked twice).
    */
   propertyChanged<T>(
-    subject: SubjectState,
+    subject: Subject,
     property: string,
     oldValue: JsonValue | undefined,
     newValue: JsonValue | undefined,
@@ -209,7 +210,7 @@ export class Events implements NestedEmitter, SubjectEvents {
 
   /** Dispatches an event of `subject` itself (`subject-deleted`), like {@link propertyChanged}. */
   subjectEvent<T>(
-    subject: SubjectState,
+    subject: Subject,
     type: string,
     payload: unknown,
     parent: Scope | undefined,

@@ -1,4 +1,5 @@
-import { type SubjectHost, SubjectState } from './subject.js'
+import { SubjectState } from './subject.js'
+import type { SubjectHost } from './subject-host.js'
 
 /**
  * The live subjects of a container, one state per name, bounded by clock eviction: idle clean

@@ -1,4 +1,4 @@
-import type { JsonValue } from './json.js'
+import { cloneJson, copyJson, type JsonValue } from './json.js'
 import type { Change, PropertyKind } from './storage.js'
 
 /**
@@ -60,6 +60,34 @@ export function replay(
     // It ran before on another base; storage will run it again at commit and report then.
     return value
   }
+}
+
+/**
+ * A value written to `property` of `subject` as a pending change: validated and copied
+ * (synchronously: misuse throws at the call), or an updater wrapped to copy what it gets and
+ * returns.
+ */
+export function toPending(value: unknown, property: string, subject: string): PendingChange {
+  // Fast path: a JSON primitive needs neither copy nor a description for errors.
+  if (
+    typeof value === 'string' ||
+    (typeof value === 'number' && Number.isFinite(value)) ||
+    typeof value === 'boolean' ||
+    value === null
+  )
+    return { op: 'set', value }
+  const what = (path: string): string =>
+    `property "${path === '' ? property : path.startsWith('[') ? property + path : `${property}.${path}`}" of ${subject}`
+  if (typeof value === 'function') {
+    const fn = value as (v: JsonValue | undefined) => unknown
+    return {
+      op: 'update',
+      fns: [
+        (v) => copyJson(fn(cloneJson(v)), (p) => `the value an updater returned for ${what(p)}`),
+      ],
+    }
+  }
+  return { op: 'set', value: copyJson(value, what) }
 }
 
 /** A pending change as the storage change that commits it. */

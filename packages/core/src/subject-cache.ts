@@ -68,6 +68,8 @@ export class SubjectCache implements ViewBase {
    * none runs (an idle subject holds no queue).
    */
   #commits: SerialQueue | undefined
+  /** Reads and loads in flight (the subject counts its reads here too). */
+  busy = 0
 
   constructor(name: string, storage: SubjectStorage, owner: { recentlyUsed: boolean }) {
     this.name = name
@@ -79,9 +81,17 @@ export class SubjectCache implements ViewBase {
     return this.#pending?.dirty ?? false
   }
 
-  /** Nothing pending and no commit running or queued. */
+  /** Nothing pending, nothing in flight (no read, load or commit). */
   get idle(): boolean {
-    return this.#commits === undefined && !this.dirty
+    return this.busy === 0 && this.#commits === undefined && !this.dirty
+  }
+
+  /** Counts `work` as in flight (see {@link idle}) until it settles. */
+  track<T>(work: Promise<T>): Promise<T> {
+    this.busy++
+    return work.finally(() => {
+      this.busy--
+    })
   }
 
   /** Drops the cached values and their memory (the subject was evicted). */
@@ -109,15 +119,11 @@ export class SubjectCache implements ViewBase {
     return this.#invalid?.get((kind === 'prop' ? 'p' : 'e') + name)
   }
 
-  /**
-   * Loads a snapshot of what storage holds (not into the cache) and calls `then` with it as a
-   * unit's view base (a subject with writes pending outside units: a unit never reads them).
-   */
-  loadBase<T>(then: (base: ViewBase) => T): Promise<T> {
-    return this.#storage.load(this.name).then(
-      (snap) => then(snapshotBase(snap)),
-      (e: unknown) => Promise.reject(wrapStorage(this.#storage, 'load', this.name, e)),
-    )
+  /** Loads what storage holds and calls `then` with it (the cache is left as it is). */
+  loadSnapshot<T>(then: (snap: SubjectSnapshot) => T): Promise<T> {
+    return this.#storage
+      .load(this.name)
+      .then(then, (e: unknown) => Promise.reject(wrapStorage(this.#storage, 'load', this.name, e)))
   }
 
   /**
@@ -172,14 +178,6 @@ export class SubjectCache implements ViewBase {
       },
     )
     return this.#loading
-  }
-
-  /** Reloads the cache from storage (writes still pending stay on top). */
-  refresh(): Promise<void> {
-    return this.#storage.load(this.name).then(
-      (snap) => this.reloadFrom(snap),
-      (e: unknown) => Promise.reject(wrapStorage(this.#storage, 'load', this.name, e)),
-    )
   }
 
   /** What storage holds now (another process wrote it): the cache takes it. */
@@ -403,16 +401,5 @@ export class SubjectCache implements ViewBase {
     const map = kind === 'prop' ? this.props : this.ext
     if (value === undefined) map.delete(name)
     else map.set(name, value)
-  }
-}
-
-/** A unit's view base on a snapshot of its own (a subject with writes pending outside units). */
-function snapshotBase(snap: SubjectSnapshot): ViewBase {
-  const of = (kind: PropertyKind) => (kind === 'prop' ? snap.props : snap.ext)
-  return {
-    value: (kind, name) => (Object.hasOwn(of(kind), name) ? of(kind)[name] : undefined),
-    names: (kind) => Object.keys(of(kind)),
-    raw: (kind, name) => snap.raw?.[kind]?.[name],
-    invalid: (kind, name) => snap.invalid?.[kind]?.[name],
   }
 }

@@ -49,7 +49,14 @@ const LAYERS: Record<string, readonly string[]> = {
     'testing/fake-emitter.ts',
     'testing/record-events.ts',
   ],
-  subject: ['pending-writes.ts', 'subject-cache.ts', 'subject.ts', 'identity-map.ts'],
+  subject: [
+    'pending-writes.ts',
+    'subject-host.ts',
+    'subject-cache.ts',
+    'subject-views.ts',
+    'subject.ts',
+    'identity-map.ts',
+  ],
   dispatch: [
     'event-context.ts',
     'failures.ts',
