@@ -163,6 +163,7 @@ export class SubjectCache implements ViewBase {
     )
   }
 
+  /** Fills the cache from storage unless loaded (callers meanwhile share one load). */
   load(): Promise<void> {
     this.#owner.recentlyUsed = true
     if (this.loaded) return Promise.resolve()
@@ -234,7 +235,7 @@ export class SubjectCache implements ViewBase {
     next: PendingChange,
     newValue: JsonValue | undefined,
   ): void {
-    this.#forgetStored(kind, property)
+    if (this.#raw !== undefined || this.#invalid !== undefined) this.#forgetStored(kind, property)
     this.#pending ??= new PendingWrites()
     this.#pending.add(kind, property, next, newValue)
   }

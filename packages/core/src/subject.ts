@@ -203,18 +203,18 @@ export class SubjectState implements Subject, ViewOwner {
     const cache = this.#cache
     if (options?.cache === false)
       return cache.track(this.#writeThrough(kind, property, next, options))
-    if (cache.loaded) return this.#writeCached(kind, property, next, options, scope)
+    if (cache.loaded) return this.#writeCached(cache, kind, property, next, options, scope)
     return cache.track(cache.load()).then(() => this.#write(kind, property, next, options))
   }
 
   #writeCached(
+    cache: SubjectCache,
     kind: PropertyKind,
     property: string,
     next: PendingChange,
     options: WriteOptions | undefined,
     scope: Scope | undefined,
   ): Promise<WriteResult> {
-    const cache = this.#cache
     const map = kind === 'prop' ? cache.props : cache.ext
     const had = map.has(property)
     const oldValue = map.get(property)
