@@ -18,14 +18,9 @@ export type { Clock, ClockTimer } from './clock.js'
 export { systemClock } from './clock.js'
 export type { Middleware } from './compose.js'
 export { compose } from './compose.js'
-export type {
-  CloseReport,
-  Container,
-  ContainerMetricsApi,
-  ContainerOptions,
-  NoSubjects,
-} from './container.js'
+export type { Container, NoSubjects } from './container.js'
 export { createContainer } from './container.js'
+export type { CloseReport, ContainerMetricsApi, ContainerOptions } from './container-options.js'
 export type { ScheduleSpec } from './cron.js'
 export type {
   ListableDeadLetterSink,

@@ -68,7 +68,14 @@ const LAYERS: Record<string, readonly string[]> = {
     'outbox.ts',
   ],
   // The test kit's entry and `runUnit` (which speaks of `receive`) sit on top, as `index.ts`.
-  root: ['container.ts', 'index.ts', 'testing/run-unit.ts', 'testing/index.ts'],
+  root: [
+    'container-options.ts',
+    'close.ts',
+    'container.ts',
+    'index.ts',
+    'testing/run-unit.ts',
+    'testing/index.ts',
+  ],
 }
 const ORDER = ['leaves', 'subject', 'dispatch', 'features', 'root'] as const
 type Layer = (typeof ORDER)[number]
