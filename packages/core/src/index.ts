@@ -94,6 +94,7 @@ export type {
   PropertyKind,
   StorageCapabilities,
   StorageProvider,
+  StorageUpdater,
   SubjectSnapshot,
   SubjectStorage,
   UnitCheck,
@@ -102,7 +103,6 @@ export type {
   UnitEntry,
   UnitNamesCheck,
   UnitWrite,
-  Updater as StorageUpdater,
 } from './storage.js'
 export type { SpanLike, TracerLike } from './telemetry.js'
 export { remoteContext, traceContext } from './telemetry.js'
