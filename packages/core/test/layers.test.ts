@@ -45,9 +45,11 @@ const LAYERS: Record<string, readonly string[]> = {
     'unit-state.ts',
     'storage-kit/*',
     'testing/describe-storage.ts',
+    'testing/describe-storage-kit.ts',
     'testing/fake-clock.ts',
     'testing/fake-emitter.ts',
     'testing/record-events.ts',
+    'testing/storage-factory.ts',
   ],
   subject: ['pending-writes.ts', 'subject.ts', 'identity-map.ts'],
   dispatch: [

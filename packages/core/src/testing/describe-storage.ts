@@ -1,137 +1,20 @@
 import { createServer, type Server, type Socket } from 'node:net'
 import { isSubstateError } from '../errors.js'
 import type { JsonValue } from '../json.js'
-import type {
-  Change,
-  PropertyKind,
-  SubjectSnapshot,
-  SubjectStorage,
-  UnitCommit,
-  UnitEntry,
-} from '../storage.js'
-
-// vitest is loaded only under vitest (which sets VITEST): the rest of `@substate/core/testing`
-// (the fake clock, the recorders) works in any test runner, with no vitest installed.
-const vitest = process.env.VITEST === undefined ? undefined : await import('vitest')
-const outsideVitest = (): never => {
-  throw new TypeError('describeStorage() defines vitest suites: run the file with vitest')
-}
-const { afterAll, describe, expect, it } =
-  vitest ??
-  ({
-    afterAll: outsideVitest,
-    describe: outsideVitest,
-    expect: outsideVitest,
-    it: outsideVitest,
-  } as unknown as typeof import('vitest'))
-
-/** How {@link describeStorage} makes the storages it tests. */
-export interface StorageFactory {
-  /**
-   * A new storage. Storages created with the same `namespace` share data (and should share one
-   * client or pool when `shared` is true, to prove atomicity across writers on one connection);
-   * different namespaces must be isolated (a Redis prefix, a PostgreSQL table). Each test uses a
-   * fresh namespace.
-   */
-  create(namespace: string): SubjectStorage | Promise<SubjectStorage>
-  /**
-   * A storage of `namespace` on a connection of its own (a new client or pool), as another
-   * process would have: then writers race on the server, not in one client's queue. Omit for a
-   * storage that lives in one process (the tests that need it are skipped).
-   */
-  createIndependent?(namespace: string): SubjectStorage | Promise<SubjectStorage>
-  /** A storage whose server is down (e.g. a closed port). Omit when there is no server. */
-  createUnreachable?(): SubjectStorage | Promise<SubjectStorage>
-  /**
-   * Writes one property's stored text directly, as another tool would (a KRules service), on a
-   * connection of its own. Omit when there is no such writer (the tests that need it are skipped).
-   */
-  writeRaw?(
-    namespace: string,
-    subject: string,
-    kind: PropertyKind,
-    name: string,
-    text: string,
-  ): Promise<void>
-  /**
-   * A storage of `namespace` on a connection of its own, made with `options`, with ways to reach
-   * that connection directly (see {@link OwnConnection}). Omit when there is no connection.
-   */
-  createOnConnection?(
-    namespace: string,
-    options: { readonly maxAttempts?: number },
-  ): Promise<OwnConnection>
-  /**
-   * A storage (with `timeout` ms) whose client connects to 127.0.0.1:`port`, a server that
-   * accepts connections and never answers. Omit when there is no server.
-   */
-  createSilent?(
-    port: number,
-    timeout: number,
-  ): Promise<{ storage: SubjectStorage; end(): Promise<void> }>
-  /**
-   * Makes `subject` of `namespace` impossible to write, as a foreign writer could (a Redis key of
-   * another type, a row whose columns are not JSON objects): a unit writing it must fail whole.
-   */
-  corrupt?(namespace: string, subject: string): Promise<void>
-  /** Called once after the suite: close clients the factory created. */
-  cleanup?(): Promise<void>
-}
-
-/** A storage and the connection it was handed (see {@link StorageFactory.createOnConnection}). */
-export interface OwnConnection {
-  readonly storage: SubjectStorage
-  /**
-   * Sends a write of a property's stored text on the storage's own connection, without waiting:
-   * it reaches the server before anything the storage sends after it.
-   */
-  interfere(subject: string, kind: PropertyKind, name: string, text: string): void
-  /** Reads a property's stored text through the connection (proves it is still open). */
-  read(subject: string, kind: PropertyKind, name: string): Promise<string | undefined>
-  /** Ends the connection. */
-  end(): Promise<void>
-}
-
-let seq = 0
-const fresh = (): string =>
-  `t${Date.now().toString(36)}${(seq++).toString(36)}${Math.random().toString(36).slice(2, 6)}`
-
-const set = (name: string, value: JsonValue, kind: 'prop' | 'ext' = 'prop'): Change => ({
-  op: 'set',
-  kind,
-  name,
-  value,
-})
-const inc = (name: string): Change => ({
-  op: 'update',
-  kind: 'prop',
-  name,
-  update: (n) => (typeof n === 'number' ? n : 0) + 1,
-})
-const del = (name: string, kind: 'prop' | 'ext' = 'prop'): Change => ({ op: 'delete', kind, name })
-
-/** What a unit sends as the expected text of a property it read in `snap`. */
-const seen = (snap: SubjectSnapshot, name: string, kind: PropertyKind = 'prop'): string | null => {
-  const raw = snap.raw?.[kind]?.[name]
-  if (raw !== undefined) return raw
-  const map = kind === 'prop' ? snap.props : snap.ext
-  return Object.hasOwn(map, name) ? JSON.stringify(map[name]) : null
-}
-
-/** A unit entry that read `reads` (name -> expected text) and writes `writes` (null deletes). */
-const entry = (
-  subject: string,
-  reads: Record<string, string | null>,
-  writes: Record<string, unknown>,
-): UnitEntry => ({
-  subject,
-  checks: Object.entries(reads).map(([name, expect]) => ({ kind: 'prop', name, expect })),
-  writes: Object.entries(writes).map(([name, v]) => ({
-    kind: 'prop',
-    name,
-    value: v === null ? null : JSON.stringify(v),
-  })),
-})
+import type { Change, SubjectStorage, UnitCommit } from '../storage.js'
+import {
+  afterAll,
+  del,
+  describe,
+  entry,
+  expect,
+  fresh,
+  inc,
+  it,
+  seen,
+  set,
+} from './describe-storage-kit.js'
+import type { StorageFactory } from './storage-factory.js'
 
 /**
  * The storage conformance suite: every adapter runs it against its real backend.
