@@ -42,6 +42,7 @@ const LAYERS: Record<string, readonly string[]> = {
     'telemetry.ts',
     'types.ts',
     'unit-state.ts',
+    'unit-committer.ts',
     'storage-kit/*',
     'testing/*',
   ],
