@@ -44,7 +44,9 @@ export async function executeUnits(
   const args: (string | number)[] = [ttl, batch.length]
   for (const u of batch) {
     const idem = u.key === undefined ? 0 : keys.push(unitKey(u.key))
-    args.push(idem, u.entries.length, u.outbox?.length ?? 0, u.lease ?? 30_000, u.owner ?? '')
+    const outbox = u.outbox?.length ?? 0
+    args.push(idem, u.entries.length, outbox)
+    if (outbox > 0) args.push(u.lease ?? 30_000, u.owner ?? '')
     for (const e of u.entries) {
       const { checks, writes, names } = e
       let cflags = ''

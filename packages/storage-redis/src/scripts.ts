@@ -176,7 +176,8 @@ return v
  * KEYS[1..3]: the outbox's lease sorted set, bodies hash and owners hash; then the subject hashes
  * and unit keys the ARGV refer to by index.
  * ARGV[1]: unit key TTL (seconds); ARGV[2]: number of units; then per unit:
- *   key index (0: none), entry count, outbox count, lease (ms), owner; per entry:
+ *   key index (0: none), entry count, outbox count o, and when o > 0 lease (ms) and owner; per
+ *   entry:
  *     hash index, check count c, check flags (`v` expects a value, `a` absent), names-check count
  *     n, set count s, delete count d; the c check fields, the expected values of the `v` checks;
  *     per names check: kind letter, count, the fields; the s set fields and values (field, value,
@@ -215,9 +216,13 @@ for u = 1, tonumber(ARGV[2]) do
   local idem = tonumber(ARGV[a])
   local ne = tonumber(ARGV[a + 1])
   local no = tonumber(ARGV[a + 2])
-  local lease = tonumber(ARGV[a + 3])
-  local owner = ARGV[a + 4]
-  a = a + 5
+  local lease, owner
+  a = a + 3
+  if no > 0 then
+    lease = tonumber(ARGV[a])
+    owner = ARGV[a + 1]
+    a = a + 2
+  end
   local status = 1
   if idem > 0 and not redis.call('SET', KEYS[idem], '1', 'NX', 'EX', ARGV[1]) then status = 2 end
   local w = {}
