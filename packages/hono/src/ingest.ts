@@ -198,9 +198,13 @@ export function ingest<E extends EventMap>(
       stats.inflight--
       throw e
     }
-    return readBody(c, maxBodySize)
-      .then((body) => handle(c, body))
-      .then(ended, failed)
+    let read: Promise<Body | typeof TOO_LARGE>
+    try {
+      read = readBody(c, maxBodySize)
+    } catch (e) {
+      read = Promise.reject(e)
+    }
+    return read.then((body) => handle(c, body)).then(ended, failed)
   }
 }
 
