@@ -166,12 +166,10 @@ return v
  * key was not applied, all its writes are made, its key recorded and its outbox messages stored,
  * leased to their owner (server clock).
  *
- * Per unit and subject it costs as few `redis.call`s as the check allows (they dominate a
- * script's cost): the key is recorded first with one `SET NX` (which also tells a duplicate) and
- * deleted again when the unit is not applied; the checked fields are read with one `HMGET`
- * straight from ARGV, which also refuses a key of another type (a subject only written is asked
- * its `TYPE`); writes are one `HSET` and one `HDEL` straight from ARGV. `TIME` is asked once, and
- * only when a unit has outbox messages.
+ * Few `redis.call`s (they dominate a script's cost): the key is recorded by one `SET NX` (a
+ * duplicate when it exists), deleted again when the unit is not applied; checked fields are read
+ * by one `HMGET` from ARGV, which also refuses a key of another type (a subject only written is
+ * asked its `TYPE`); writes are one `HSET`/`HDEL` from ARGV; `TIME` only with outbox messages.
  *
  * KEYS[1..3]: the outbox's lease sorted set, bodies hash and owners hash; then the subject hashes
  * and unit keys the ARGV refer to by index.
@@ -237,9 +235,7 @@ for u = 1, tonumber(ARGV[2]) do
     local c = a + 6
     local v = c + nc
     local nv = 0
-    for j = 1, nc do
-      if string.byte(cflags, j) == 118 then nv = nv + 1 end
-    end
+    for j = 1, nc do if string.byte(cflags, j) == 118 then nv = nv + 1 end end
     local n = v + nv
     local p = n
     for j = 1, nn do p = p + 2 + tonumber(ARGV[p + 1]) end
@@ -255,14 +251,8 @@ for u = 1, tonumber(ARGV[2]) do
           local e = v
           for j = 1, nc do
             local want = false
-            if string.byte(cflags, j) == 118 then
-              want = ARGV[e]
-              e = e + 1
-            end
-            if cur[j] ~= want then
-              ok = false
-              break
-            end
+            if string.byte(cflags, j) == 118 then want, e = ARGV[e], e + 1 end
+            if cur[j] ~= want then ok = false break end
           end
         end
       end
@@ -300,11 +290,7 @@ for u = 1, tonumber(ARGV[2]) do
   end
   local ob = a
   a = a + 2 * no
-  if status == 1 and wrong then
-    status = 3
-  elseif status == 1 and failed then
-    status = 0
-  end
+  if status == 1 and wrong then status = 3 elseif status == 1 and failed then status = 0 end
   if status == 1 then
     for i = 1, ne do
       local key, p, ns, nd = w[4 * i - 3], w[4 * i - 2], w[4 * i - 1], w[4 * i]
