@@ -43,6 +43,7 @@ const LAYERS: Record<string, readonly string[]> = {
     'telemetry.ts',
     'types.ts',
     'unit-state.ts',
+    'unit-committer.ts',
     'storage-kit/*',
     'testing/describe-storage.ts',
     'testing/describe-storage-basics.ts',

@@ -140,7 +140,8 @@ export class AdapterShell {
     const invalid = this.#config.validateUnit?.(unit)
     if (invalid)
       return Promise.reject(new StorageError(this.#config.name, 'commitUnit', first, invalid))
-    return this.#inFlight.track(this.#queues.units.commit(unit))
+    this.#inFlight.start()
+    return this.#queues.units.commit(unit, this.#inFlight.end)
   }
 
   /** Forgets what the commit queue remembers of a subject (after it was flushed). */
