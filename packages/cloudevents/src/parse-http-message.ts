@@ -59,8 +59,14 @@ function tooDeep(value: unknown): boolean {
   return false
 }
 
-function deepData(event: IncomingEvent, at: string): Invalid | undefined {
-  return tooDeep(event.payload)
+/**
+ * Data nested deeper than MAX_JSON_DEPTH takes an opening and a closing bracket per level: a body
+ * shorter than that cannot hold it, and is not walked.
+ */
+const SHALLOW = 2 * MAX_JSON_DEPTH
+
+function deepData(event: IncomingEvent, at: string, size: number): Invalid | undefined {
+  return size > SHALLOW && tooDeep(event.payload)
     ? new Invalid(`${at}data`, `the data nests deeper than ${MAX_JSON_DEPTH} arrays and objects`)
     : undefined
 }
@@ -77,6 +83,31 @@ function parseJson(body: string | Uint8Array, field: string): unknown {
   } catch (e) {
     return new Invalid(field, `the body is not valid JSON (${(e as Error).message})`)
   }
+}
+
+/** The headers {@link parseHttpMessage} reads besides the `ce-` ones. */
+interface HeaderFields {
+  contentType: string | undefined
+  traceparent: string | undefined
+  tracestate: string | undefined
+}
+
+/** Takes one header (name lower-cased); returns the `ce-` attributes, made on the first one. */
+function header(
+  h: HeaderFields,
+  attrs: Record<string, string> | undefined,
+  name: string,
+  value: string,
+): Record<string, string> | undefined {
+  if (name === 'content-type') h.contentType = value
+  else if (name === 'traceparent') h.traceparent = value
+  else if (name === 'tracestate') h.tracestate = value
+  else if (name.startsWith('ce-')) {
+    // No prototype: `ce-__proto__` is an attribute like any other (and gets the same checks).
+    attrs ??= Object.create(null) as Record<string, string>
+    attrs[name.slice(3)] = decodeHeaderValue(value)
+  }
+  return attrs
 }
 
 function fail(status: 400 | 415, invalid: Invalid): ParseResult {
@@ -112,29 +143,26 @@ function fail(status: 400 | 415, invalid: Invalid): ParseResult {
  */
 export function parseHttpMessage(message: HttpMessage): ParseResult {
   const { headers, body } = message
-  let contentType: string | undefined
+  const h: HeaderFields = { contentType: undefined, traceparent: undefined, tracestate: undefined }
   let attrs: Record<string, string> | undefined
-  let traceparent: string | undefined
-  let tracestate: string | undefined
-  const header = (name: string, value: string): void => {
-    if (name === 'content-type') contentType = value
-    else if (name === 'traceparent') traceparent = value
-    else if (name === 'tracestate') tracestate = value
-    else if (name.startsWith('ce-')) {
-      // No prototype: `ce-__proto__` is an attribute like any other (and gets the same checks).
-      attrs ??= Object.create(null) as Record<string, string>
-      attrs[name.slice(3)] = decodeHeaderValue(value)
-    }
-  }
   // Duck-typed: a Headers from another realm or undici copy is still a Headers.
   if (typeof (headers as Headers).get === 'function') {
-    for (const [name, value] of headers as Headers) header(name, value)
+    for (const [name, value] of headers as Headers) attrs = header(h, attrs, name, value)
   } else {
-    for (const [name, value] of Object.entries(headers as Record<string, unknown>)) {
+    // Node's headers object on the HTTP hot path: no [name, value] pair per header.
+    const record = headers as Readonly<Record<string, unknown>>
+    for (const name of Object.keys(record)) {
+      const value = record[name]
       if (value === undefined) continue
-      header(name.toLowerCase(), Array.isArray(value) ? value.join(', ') : String(value))
+      attrs = header(
+        h,
+        attrs,
+        name.toLowerCase(),
+        typeof value === 'string' ? value : Array.isArray(value) ? value.join(', ') : String(value),
+      )
     }
   }
+  const { contentType, traceparent, tracestate } = h
   const type = mediaType(contentType)
 
   if (type === MIME_CE_BATCH) {
@@ -146,7 +174,7 @@ export function parseHttpMessage(message: HttpMessage): ParseResult {
     for (let i = 0; i < list.length; i++) {
       const event = readEvent(list[i], `[${i}].`)
       if (event instanceof Invalid) return fail(400, event)
-      const deep = deepData(event, `[${i}].`)
+      const deep = deepData(event, `[${i}].`, body.length)
       if (deep) return fail(400, deep)
       events[i] = event
     }
@@ -160,7 +188,7 @@ export function parseHttpMessage(message: HttpMessage): ParseResult {
     if (obj instanceof Invalid) return fail(400, obj)
     const event = readEvent(obj, '')
     if (event instanceof Invalid) return fail(400, event)
-    const deep = deepData(event, '')
+    const deep = deepData(event, '', body.length)
     if (deep) return fail(400, deep)
     traceHeaders(event, traceparent, tracestate)
     return { ok: true, mode: 'structured', events: [event] }
@@ -182,7 +210,7 @@ export function parseHttpMessage(message: HttpMessage): ParseResult {
       const data = parseJson(body, 'data')
       if (data instanceof Invalid) return fail(400, data)
       event.payload = data
-      const deep = deepData(event, '')
+      const deep = deepData(event, '', body.length)
       if (deep) return fail(400, deep)
     } else if (type.startsWith('text/')) event.payload = text(body)
     else event.payload = bytes(body).toString('base64')

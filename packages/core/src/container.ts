@@ -2,7 +2,9 @@ import { filter, type Observable, Subject as RxSubject } from 'rxjs'
 import { IdGenerator } from './_internal.js'
 import { Batches } from './batch.js'
 import { type Clock, systemClock } from './clock.js'
+import { closeInOrder } from './close.js'
 import type { Middleware } from './compose.js'
+import type { CloseReport, ContainerMetricsApi, ContainerOptions } from './container-options.js'
 import type { ScheduleSpec } from './cron.js'
 import { Dispatcher, RESULT } from './dispatcher.js'
 import { ShutdownError } from './errors.js'
@@ -21,24 +23,19 @@ import { IdentityMap } from './identity-map.js'
 import { Lifecycle } from './lifecycle.js'
 import { checkLogger, type Logger } from './logger.js'
 import { createMemoryStorage } from './memory-storage.js'
-import {
-  type ContainerMetrics,
-  Metrics,
-  type MetricsSnapshot,
-  renderPrometheus,
-} from './metrics.js'
-import { type OutboxOptions, OutboxRelay } from './outbox.js'
+import { Metrics, renderPrometheus } from './metrics.js'
+import { OutboxRelay } from './outbox.js'
 import { type RequestOptions, request } from './request-reply.js'
 import { compileGlob } from './router.js'
-import { type RouteOptions, Routes, type TargetFactories } from './routes.js'
+import { type RouteOptions, Routes } from './routes.js'
 import { type ScheduleOptions, Scheduler } from './scheduler.js'
 import { checkSchemas, type PayloadSchemas, type SchemaEvents, validatePayload } from './schemas.js'
 import { scopes } from './scope.js'
 import type { StorageProvider, SubjectStorage } from './storage.js'
 import type { SubjectState } from './subject.js'
 import type { SubjectEvents, SubjectHost } from './subject-host.js'
-import { Telemetry, type TracerLike } from './telemetry.js'
-import { TIMER_SOURCE, TIMERS, type TimerOptions, Timers } from './timers.js'
+import { Telemetry } from './telemetry.js'
+import { TIMER_SOURCE, TIMERS, Timers } from './timers.js'
 import type {
   AnySubject,
   DeadLetterSink,
@@ -52,107 +49,10 @@ import type {
   TypedSubject,
   Unsubscribe,
 } from './types.js'
+import { type IncomingEvent, type ReceiveResult, UnitsOfWork } from './unit-of-work.js'
 
 /** A container declaring no subject types (every subject untyped unless asked for). */
 export type NoSubjects = Record<never, never>
-
-import { type IncomingEvent, type ReceiveResult, UnitsOfWork } from './unit-of-work.js'
-
-/** What `close()` reports. */
-export interface CloseReport {
-  /** Top-level events and units of work that were in flight when close began. */
-  readonly drained: number
-  /** Subjects whose pending writes were stored. */
-  readonly stored: number
-  /** True when in-flight work outlived `drainTimeout` (it was aborted through `ctx.signal`). */
-  readonly timedOut: boolean
-  /** What failed while closing (storing, flushing, hooks). */
-  readonly errors: readonly unknown[]
-  /**
-   * Outbound messages still in the storage's outbox (not delivered yet): another process relaying
-   * that storage, or this service after a restart, sends them.
-   */
-  readonly outbox: number
-}
-
-/** Options of {@link createContainer}. */
-export interface ContainerOptions {
-  /** Storage for subjects, or a function choosing one per subject name. @default in-memory */
-  readonly storage?: StorageProvider
-  /** CloudEvents `source` of the events this container emits. @default 'substate' */
-  readonly source?: string
-  /** Maximum cascade depth before `CascadeDepthError`. @default 64 */
-  readonly maxDepth?: number
-  /** `result`: `emit` resolves with failures listed; `throw`: it rejects with an `AggregateError`. @default 'result' */
-  readonly errorMode?: 'result' | 'throw'
-  /** Live subjects kept in the identity map; idle clean ones beyond this are evicted. @default 10_000 */
-  readonly maxSubjects?: number
-  /** Where events go when a handler's retries are exhausted. @default none */
-  readonly deadLetter?: DeadLetterSink
-  /**
-   * Payload schemas by event type, of any Standard Schema library (zod, valibot, arktype):
-   * `receive` validates the payload of those types first and rejects an invalid one with a
-   * `ValidationError` naming the field (the HTTP receiver answers 400). Handlers get the schema's
-   * output. Events emitted in the process are not validated (their payload is typed instead).
-   * @default none
-   */
-  readonly schemas?: PayloadSchemas
-  /** Units of work handled at once by `receive` (across subjects). @default 64 */
-  readonly concurrency?: number
-  /**
-   * How long a unit of work is run again after conflicts (what it read changed before it
-   * committed: another unit or process wrote it) before it fails, in ms. @default 10_000
-   */
-  readonly conflictTimeout?: number
-  /** The outbox relay: how often it looks for undelivered messages, how long it holds one. */
-  readonly outbox?: OutboxOptions
-  /** How many handled `source`+`id` pairs `receive` remembers to drop duplicates. @default 10_000 */
-  readonly dedupWindow?: number
-  /** How many recent events `container.eventLog` keeps (0 turns it off). @default 100 */
-  readonly eventLog?: number
-  /**
-   * Durable subject timers (`subject.schedule`): how often storage is polled for due timers and
-   * how long a replica holds one it fires. Polling starts with the first `subject.schedule` of
-   * this container, or with `container.start()` (call it where timers scheduled elsewhere, or
-   * before a restart, must fire).
-   */
-  readonly timers?: TimerOptions
-  /** Transports for `emit(..., { dispatchUrl })` and `emit(..., { topic })`. */
-  readonly targets?: TargetFactories
-  /**
-   * A pino-style logger (`error`, `warn`, `info`, `debug`, each `(fields, message?)`): failures
-   * (with event id, type, subject, origin id and the error), undelivered sends, units that gave up
-   * after conflicts, an unreachable storage, the drain report of `close()`. @default the console
-   * (errors and warnings; failures only when no `onError` hook is registered)
-   */
-  readonly logger?: Logger
-  /**
-   * OpenTelemetry tracing with this tracer (needs the optional peer `@opentelemetry/api`): spans
-   * per unit of work, dispatch, handler, commit and send. @default none
-   */
-  readonly tracer?: TracerLike
-  /** Trace with the global OpenTelemetry tracer provider (`@opentelemetry/api`). @default false */
-  readonly tracing?: boolean
-  /**
-   * Where the container reads the time and sets its timers: schedules, durable timers, handler
-   * retries and timeouts, batch waits, request timeouts, the outbox relay's polls, the `time` of
-   * the events it makes. A test hands in `fakeClock()` from `@substate/core/testing` to drive them
-   * without waiting. Not through it: `close()`'s `drainTimeout` and the backoff between re-runs of
-   * a conflicting unit of work (both about work running for real), and metrics' durations.
-   * @default the system clock
-   */
-  readonly clock?: Clock
-}
-
-/** `container.metrics`. */
-export interface ContainerMetricsApi {
-  /** Per-handler counters, latencies and duration histograms. */
-  snapshot(): MetricsSnapshot
-  /** Handlers plus the container's counters and histograms (and the outbox backlog). */
-  collect(): Promise<ContainerMetrics>
-  /** {@link collect} as Prometheus text: histograms in seconds, every family `substate_*`. */
-  prometheus(): Promise<string>
-}
 
 /**
  * A container: the handlers, the subjects (one live state per name) and the event stream. Create
@@ -572,83 +472,33 @@ class Engine implements Omit<Container, 'subject'> {
   }
 
   close({ drainTimeout = 10_000 }: { drainTimeout?: number } = {}): Promise<CloseReport> {
-    this.#closed ??= this.#close(drainTimeout)
+    this.#closed ??= closeInOrder(
+      {
+        state: this.#state,
+        scheduler: this.#scheduler,
+        timers: this.#timers,
+        batches: this.#batches,
+        subjects: this.#subjects,
+        relay: this.#relay,
+        emitters: this.#routes.emitters,
+        storages: () => this.#storages(),
+        stream: this.#stream,
+        logger: this.#logger,
+        source: this.source,
+      },
+      drainTimeout,
+    )
     return this.#closed
   }
 
-  /** The ordered close: intake, hooks, drain, timers, subjects, emitters, storage, streams. */
-  async #close(drainTimeout: number): Promise<CloseReport> {
-    const state = this.#state
-    state.beginClose()
-    this.#scheduler.stopAll()
-    const timersStopped = this.#timers.stop() // no more polls or claims
-    // Partial batches go now: nothing more is coming to fill them.
-    this.#batches.flushAll()
-    const drained = state.inflight
-    const errors: unknown[] = []
-    await state.runCloseHooks(errors)
-    const timedOut = await state.drain(drainTimeout)
-    await timersStopped
-    // Timers being fired delete themselves once handled: before storage closes, unless the
-    // drain timed out (their handlers were aborted; a timer not deleted fires again elsewhere).
-    if (!timedOut) await this.#timers.idle()
-    let stored = 0
-    for (const s of this.#subjects.states()) {
-      if (!s.dirty) continue
-      try {
-        await s.store()
-        stored++
-      } catch (e) {
-        errors.push(e)
-      }
-    }
-    // Sends of committed units still going out finish before their emitters close.
-    await this.#relay.close()
-    const outbox = await this.#relay.pending()
-    for (const e of this.#routes.emitters) {
-      try {
-        await e.flush?.()
-        await e.close?.()
-      } catch (err) {
-        errors.push(err)
-      }
-    }
+  /** The storages of every subject used (their own, or the one shared). */
+  #storages(): Set<SubjectStorage> {
     const storages = new Set<SubjectStorage>()
     if (typeof this.#storage !== 'function') storages.add(this.#storage)
     else
       for (const name of [...this.#subjects.names(), ...this.#ownSubjects])
         storages.add(this.#storage(name))
-    for (const st of storages) {
-      try {
-        await st.close()
-      } catch (e) {
-        errors.push(e)
-      }
-    }
-    state.abort()
-    this.#stream.complete()
-    const report = { drained, stored, timedOut, errors, outbox }
-    this.#logClose(report)
-    return report
-  }
-
-  #logClose(r: CloseReport): void {
-    try {
-      for (const err of r.errors)
-        this.#logger.warn({ source: this.source, err }, 'close: a step failed')
-      const fields = {
-        source: this.source,
-        drained: r.drained,
-        stored: r.stored,
-        timedOut: r.timedOut,
-        errors: r.errors.length,
-        outbox: r.outbox,
-      }
-      if (r.timedOut) this.#logger.warn(fields, 'container closed: the drain timed out')
-      else this.#logger.info(fields, 'container closed')
-    } catch {
-      // A throwing logger does not fail close().
-    }
+    return storages
   }
 }
 

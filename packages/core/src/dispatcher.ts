@@ -124,13 +124,15 @@ export class Dispatcher {
   }
 
   /**
-   * Publishes the event and runs it. The common case, one simple matching handler (no
-   * middleware, routes or filters, outside units of work, untraced), settles the dispatch from the
-   * handler's own promise, with no async frame of its own: the hot path of every `set`.
+   * Publishes the event and runs it. Without middleware or routes, two common cases need no async
+   * frame of their own: no matching handler (a property event nobody listens to), and one simple
+   * handler (no filters, outside units of work, untraced), whose own promise settles the
+   * dispatch: the hot path of every `set`.
    */
   #start(req: DispatchRequest, scope: Scope): Promise<EmitResult> {
     const event = req.event
     let ctx: Context
+    let hs: readonly HandlerEntry[] | undefined
     try {
       // A unit's events are published once it committed (a discarded run leaves nothing behind).
       if (scope.unit === undefined) {
@@ -138,21 +140,27 @@ export class Dispatcher {
         if (this.#events.observed) this.#events.next(event)
       } else scope.unit.events.push(event)
       ctx = new Context(this.#deps.emitter, event, req.subject, this.#work.signal)
-      if (
-        req.targets === undefined &&
-        scope.unit === undefined &&
-        !this.#traced &&
-        this.#routes.size === 0 &&
-        !this.#handlers.hasMiddleware
-      ) {
-        const hs = this.#handlers.router.match(event.type)
-        if (hs.length === 1 && hs[0]!.simple && hs[0]!.filters.length === 0)
-          return this.#one(hs[0]!, ctx, req, scope)
-      }
+      if (req.targets === undefined && this.#routes.size === 0 && !this.#handlers.hasMiddleware)
+        hs = this.#handlers.router.match(event.type)
     } catch (e) {
       this.#done(req, scope)
       return Promise.reject(e)
     }
+    if (hs?.length === 0) {
+      try {
+        return Promise.resolve(this.#finish(req, scope, 0))
+      } catch (e) {
+        return Promise.reject(e)
+      }
+    }
+    if (
+      hs?.length === 1 &&
+      hs[0]!.simple &&
+      hs[0]!.filters.length === 0 &&
+      scope.unit === undefined &&
+      !this.#traced
+    )
+      return this.#one(hs[0]!, ctx, req, scope)
     return this.#run(req, scope, ctx, false) as Promise<EmitResult>
   }
 
@@ -228,13 +236,16 @@ export class Dispatcher {
             if (!(pass === true || (pass !== false && (await pass)))) continue
           }
           handled++
-          if (h.simple && scope.unit === undefined && !this.#traced) {
-            // No retry policy and no timeout, outside a unit of work: called inline.
+          if (h.simple && !this.#traced) {
+            // No retry policy and no timeout: called inline. In a unit of work, a failed run
+            // leaves nothing: its writes, events and sends are undone.
+            const mark = scope.unit?.mark()
             const started = performance.now()
             try {
               await h.fn(ctx)
               h.stats.ok(performance.now() - started)
             } catch (e) {
+              if (mark !== undefined) scope.unit!.rollback(mark)
               h.stats.fail(performance.now() - started)
               await this.#failures.exhausted(h.name, event, scope, e, 1)
             }

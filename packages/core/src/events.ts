@@ -197,15 +197,7 @@ export class Events implements NestedEmitter, SubjectEvents {
       oldValue,
       newValue,
     })
-    return this.#dispatcher.dispatch({
-      event,
-      subject,
-      parent,
-      targets: undefined,
-      detach: false,
-      value,
-      check: parent === undefined && this.#throws,
-    }) as Promise<T>
+    return this.#ofSubject(event, subject, parent, value)
   }
 
   /** Dispatches an event of `subject` itself (`subject-deleted`), like {@link propertyChanged}. */
@@ -227,6 +219,16 @@ export class Events implements NestedEmitter, SubjectEvents {
       originId: parent === undefined ? id : parent.originId,
       extra: undefined,
     })
+    return this.#ofSubject(event, subject, parent, value)
+  }
+
+  /** Dispatches an event a subject's write made; resolves with the writer's `value`. */
+  #ofSubject<T>(
+    event: SubstateEvent,
+    subject: Subject,
+    parent: Scope | undefined,
+    value: T,
+  ): Promise<T> {
     return this.#dispatcher.dispatch({
       event,
       subject,

@@ -18,14 +18,9 @@ export type { Clock, ClockTimer } from './clock.js'
 export { systemClock } from './clock.js'
 export type { Middleware } from './compose.js'
 export { compose } from './compose.js'
-export type {
-  CloseReport,
-  Container,
-  ContainerMetricsApi,
-  ContainerOptions,
-  NoSubjects,
-} from './container.js'
+export type { Container, NoSubjects } from './container.js'
 export { createContainer } from './container.js'
+export type { CloseReport, ContainerMetricsApi, ContainerOptions } from './container-options.js'
 export type { ScheduleSpec } from './cron.js'
 export type {
   ListableDeadLetterSink,
@@ -99,6 +94,7 @@ export type {
   PropertyKind,
   StorageCapabilities,
   StorageProvider,
+  StorageUpdater,
   SubjectSnapshot,
   SubjectStorage,
   UnitCheck,
@@ -107,7 +103,6 @@ export type {
   UnitEntry,
   UnitNamesCheck,
   UnitWrite,
-  Updater as StorageUpdater,
 } from './storage.js'
 export type { SpanLike, TracerLike } from './telemetry.js'
 export { remoteContext, traceContext } from './telemetry.js'

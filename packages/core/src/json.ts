@@ -93,7 +93,7 @@ function copyObject(value: object, what: JsonWhat, path: string, stack: object[]
     const obj: { [key: string]: JsonValue } = {}
     for (const key of Object.keys(value)) {
       const v = (value as Record<string, unknown>)[key]
-      obj[key] = copyAny(v, what, path === '' ? key : `${path}.${key}`, stack)
+      setOwn(obj, key, copyAny(v, what, path === '' ? key : `${path}.${key}`, stack))
     }
     out = obj
   }
@@ -112,8 +112,23 @@ export function cloneJson<T extends JsonValue | undefined>(value: T): T {
   if (Array.isArray(value)) return value.map((v) => cloneJson(v)) as T
   const out: Record<string, JsonValue> = {}
   for (const key of Object.keys(value))
-    out[key] = cloneJson((value as Record<string, JsonValue>)[key]!)
+    setOwn(out, key, cloneJson((value as Record<string, JsonValue>)[key]!))
   return out as T
+}
+
+/**
+ * `out[key] = v` as JSON means it: a key `__proto__` (which `JSON.parse` makes an own property)
+ * stays an own property of the copy instead of setting the copy's prototype.
+ */
+function setOwn(out: Record<string, JsonValue>, key: string, v: JsonValue): void {
+  if (key === '__proto__')
+    Object.defineProperty(out, key, {
+      value: v,
+      enumerable: true,
+      writable: true,
+      configurable: true,
+    })
+  else out[key] = v
 }
 
 /** Deep equality of two JSON values (`undefined` means absent). Key order does not matter. */

@@ -34,7 +34,7 @@ export interface SubjectSnapshot {
  * applies it under compare-and-set and may call it more than once when it loses a race, so it must
  * not have side effects. Core validates what it returns as JSON before storage sees it.
  */
-export type Updater = (current: JsonValue | undefined) => JsonValue
+export type StorageUpdater = (current: JsonValue | undefined) => JsonValue
 
 /** One change to one property. A change set holds at most one change per (kind, name). */
 export type Change =
@@ -48,7 +48,7 @@ export type Change =
       readonly op: 'update'
       readonly kind: PropertyKind
       readonly name: string
-      readonly update: Updater
+      readonly update: StorageUpdater
     }
   | { readonly op: 'delete'; readonly kind: PropertyKind; readonly name: string }
 

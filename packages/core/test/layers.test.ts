@@ -43,11 +43,18 @@ const LAYERS: Record<string, readonly string[]> = {
     'telemetry.ts',
     'types.ts',
     'unit-state.ts',
+    'unit-committer.ts',
     'storage-kit/*',
     'testing/describe-storage.ts',
+    'testing/describe-storage-basics.ts',
+    'testing/describe-storage-concurrency.ts',
+    'testing/describe-storage-connections.ts',
+    'testing/describe-storage-kit.ts',
+    'testing/describe-storage-units.ts',
     'testing/fake-clock.ts',
     'testing/fake-emitter.ts',
     'testing/record-events.ts',
+    'testing/storage-factory.ts',
   ],
   subject: [
     'pending-writes.ts',
@@ -75,7 +82,14 @@ const LAYERS: Record<string, readonly string[]> = {
     'outbox.ts',
   ],
   // The test kit's entry and `runUnit` (which speaks of `receive`) sit on top, as `index.ts`.
-  root: ['container.ts', 'index.ts', 'testing/run-unit.ts', 'testing/index.ts'],
+  root: [
+    'container-options.ts',
+    'close.ts',
+    'container.ts',
+    'index.ts',
+    'testing/run-unit.ts',
+    'testing/index.ts',
+  ],
 }
 const ORDER = ['leaves', 'subject', 'dispatch', 'features', 'root'] as const
 type Layer = (typeof ORDER)[number]

@@ -23,7 +23,7 @@ const EMPTY = new Uint8Array(0)
  * which costs about as much per small request as validating and handling the event. Elsewhere
  * (Bun, Deno, `app.request`, or a body another middleware already read) it uses the Fetch API.
  */
-export async function readBody(c: Context, limit: number): Promise<Body | typeof TOO_LARGE> {
+export function readBody(c: Context, limit: number): Promise<Body | typeof TOO_LARGE> {
   const incoming = (c.env as { incoming?: IncomingMessage } | undefined)?.incoming
   if (
     incoming !== undefined &&
@@ -32,10 +32,14 @@ export async function readBody(c: Context, limit: number): Promise<Body | typeof
     !incoming.readableDidRead &&
     Object.keys(c.req.bodyCache).length === 0
   ) {
-    if (Number(incoming.headers['content-length']) > limit) return TOO_LARGE
-    const bytes = await readNode(incoming, limit)
-    return bytes === TOO_LARGE ? bytes : { bytes, headers: incoming.headers }
+    if (Number(incoming.headers['content-length']) > limit) return Promise.resolve(TOO_LARGE)
+    return readNode(incoming, limit)
   }
+  return readFetch(c, limit)
+}
+
+/** {@link readBody} through the Fetch API. */
+async function readFetch(c: Context, limit: number): Promise<Body | typeof TOO_LARGE> {
   const headers = c.req.raw.headers
   if (Number(headers.get('content-length')) > limit) return TOO_LARGE
   if (Object.keys(c.req.bodyCache).length > 0 || c.req.raw.bodyUsed) {
@@ -67,10 +71,8 @@ async function readWeb(req: Request, limit: number): Promise<Uint8Array | typeof
   return chunks.length === 0 ? EMPTY : Buffer.concat(chunks, size)
 }
 
-function readNode(
-  incoming: IncomingMessage,
-  limit: number,
-): Promise<Uint8Array | typeof TOO_LARGE> {
+/** Reads the Node request: one promise, settled by the stream's events. */
+function readNode(incoming: IncomingMessage, limit: number): Promise<Body | typeof TOO_LARGE> {
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = []
     let size = 0
@@ -91,13 +93,9 @@ function readNode(
     }
     const onEnd = (): void => {
       done()
-      resolve(
-        chunks.length === 1
-          ? chunks[0]!
-          : chunks.length === 0
-            ? EMPTY
-            : Buffer.concat(chunks, size),
-      )
+      const bytes =
+        chunks.length === 1 ? chunks[0]! : chunks.length === 0 ? EMPTY : Buffer.concat(chunks, size)
+      resolve({ bytes, headers: incoming.headers })
     }
     const onError = (e: Error): void => {
       done()

@@ -31,30 +31,7 @@ export function snapshot(fields: Iterable<[string, string]>): SubjectSnapshot {
   return b.build()
 }
 
-/**
- * One flag letter per item (`present` when `text` gives a string, `absent` for null) and the
- * strings, in order: how the units script takes checks and writes.
- */
-function flagged<T>(
-  items: readonly T[],
-  text: (item: T) => string | null,
-  present: string,
-  absent: string,
-): [string, string[]] {
-  let flags = ''
-  const texts: string[] = []
-  for (const item of items) {
-    const t = text(item)
-    if (t === null) flags += absent
-    else {
-      flags += present
-      texts.push(t)
-    }
-  }
-  return [flags, texts]
-}
-
-/** Applies units with the units script, in one `EVALSHA`. */
+/** Applies units with the units script, in one `EVALSHA` (see `scripts.ts` for the layout). */
 export async function executeUnits(
   client: Redis,
   batch: readonly UnitCommit[],
@@ -67,36 +44,45 @@ export async function executeUnits(
   const args: (string | number)[] = [ttl, batch.length]
   for (const u of batch) {
     const idem = u.key === undefined ? 0 : keys.push(unitKey(u.key))
-    args.push(idem, u.entries.length, u.outbox?.length ?? 0, u.lease ?? 30_000, u.owner ?? '')
+    const outbox = u.outbox?.length ?? 0
+    args.push(idem, u.entries.length, outbox)
+    if (outbox > 0) args.push(u.lease ?? 30_000, u.owner ?? '')
     for (const e of u.entries) {
-      const [cflags, expected] = flagged(e.checks, (c) => c.expect, 'v', 'a')
-      const [wflags, values] = flagged(e.writes, (w) => w.value, 's', 'd')
-      const names = e.names ?? []
-      args.push(keys.push(hashKey(e.subject)), e.checks.length, cflags, names.length)
-      args.push(e.writes.length, wflags)
-      for (const c of e.checks) args.push(field(c.kind, c.name))
-      for (const v of expected) args.push(v)
-      for (const n of names) {
-        const fields = [...new Set(n.names)].map((name) => field(n.kind, name))
-        args.push(n.kind === 'prop' ? 'p' : 'e', fields.length, ...fields)
+      const { checks, writes, names } = e
+      let cflags = ''
+      for (const c of checks) cflags += c.expect === null ? 'a' : 'v'
+      let sets = 0
+      for (const w of writes) if (w.value !== null) sets++
+      args.push(keys.push(hashKey(e.subject)), checks.length, cflags, names?.length ?? 0)
+      args.push(sets, writes.length - sets)
+      for (const c of checks) args.push(field(c.kind, c.name))
+      for (const c of checks) if (c.expect !== null) args.push(c.expect)
+      if (names !== undefined) {
+        for (const n of names) {
+          const fields = new Set<string>()
+          for (const name of n.names) fields.add(field(n.kind, name))
+          args.push(n.kind === 'prop' ? 'p' : 'e', fields.size)
+          for (const f of fields) args.push(f)
+        }
       }
-      for (const w of e.writes) args.push(field(w.kind, w.name))
-      for (const v of values) args.push(v)
+      for (const w of writes) if (w.value !== null) args.push(field(w.kind, w.name), w.value)
+      for (const w of writes) if (w.value === null) args.push(field(w.kind, w.name))
     }
-    for (const m of u.outbox ?? []) args.push(m.id, m.body)
+    if (u.outbox !== undefined) for (const m of u.outbox) args.push(m.id, m.body)
   }
-  const reply = (await run(client, unitsScript, keys, args)) as (number | string[])[][]
+  const reply = (await run(client, unitsScript, keys, args)) as (number | (number | string[])[])[]
   return batch.map((u, i): UnitCommitResult | Error => {
     const r = reply[i]!
-    const status = r[0] as number
-    if (status === 1) return { status: 'applied' }
-    if (status === 2) return { status: 'duplicate' }
-    if (status === 3)
+    if (r === 1) return APPLIED
+    if (r === 2) return DUPLICATE
+    if (typeof r === 'number' || r[0] !== 0)
       return new StorageError(
         NAME,
         'commitUnit',
         u.entries[0]?.subject,
-        `${String(r[1])} is not a hash (WRONGTYPE): nothing of the unit was written`,
+        typeof r !== 'number' && r[0] === 3
+          ? `${String(r[1])} is not a hash (WRONGTYPE): nothing of the unit was written`
+          : `the units script answered ${JSON.stringify(r)}`,
       )
     const stale: Record<string, SubjectSnapshot> = {}
     for (let j = 1; j + 1 < r.length; j += 2) {
@@ -111,6 +97,9 @@ export async function executeUnits(
     return { status: 'conflict', stale }
   })
 }
+
+const APPLIED: UnitCommitResult = Object.freeze({ status: 'applied' })
+const DUPLICATE: UnitCommitResult = Object.freeze({ status: 'duplicate' })
 
 /** An error Redis answered with for one key (named so `wrap` adds no "is Redis running" hint). */
 class ReplyError extends Error {

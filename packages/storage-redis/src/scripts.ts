@@ -24,9 +24,8 @@ import type { Redis } from 'ioredis'
  * then the c values the fields held before (nil when absent, and for fields written blind).
  */
 /**
- * Lua helpers of the scripts: `unpack` takes at most a few thousand values, so long lists go to
- * Redis in chunks. `hmget_list` reads the fields of `list` (nil as false); `call_list` runs a
- * command on `key` with the items of `list` as arguments.
+ * Lua helpers of the commit script: `unpack` takes at most a few thousand values, so long lists go
+ * to Redis in chunks. `hmget_list` reads the fields of `list` (nil as false).
  */
 const HELPERS = `
 local CHUNK = 1000
@@ -37,11 +36,6 @@ local function hmget_list(key, list)
     for i = 1, #part do all[s + i - 1] = part[i] end
   end
   return all
-end
-local function call_list(cmd, key, list)
-  for s = 1, #list, CHUNK do
-    redis.call(cmd, key, unpack(list, s, math.min(s + CHUNK - 1, #list)))
-  end
 end
 `
 
@@ -172,124 +166,141 @@ return v
  * key was not applied, all its writes are made, its key recorded and its outbox messages stored,
  * leased to their owner (server clock).
  *
+ * Few `redis.call`s (they dominate a script's cost): the key is recorded by one `SET NX` (a
+ * duplicate when it exists), deleted again when the unit is not applied; checked fields are read
+ * by one `HMGET` from ARGV, which also refuses a key of another type (a subject only written is
+ * asked its `TYPE`); writes are one `HSET`/`HDEL` from ARGV; `TIME` only with outbox messages.
+ *
  * KEYS[1..3]: the outbox's lease sorted set, bodies hash and owners hash; then the subject hashes
  * and unit keys the ARGV refer to by index.
  * ARGV[1]: unit key TTL (seconds); ARGV[2]: number of units; then per unit:
- *   key index (0: none), entry count, outbox count, lease (ms), owner; per entry:
+ *   key index (0: none), entry count, outbox count o, and when o > 0 lease (ms) and owner; per
+ *   entry:
  *     hash index, check count c, check flags (`v` expects a value, `a` absent), names-check count
- *     n, write count w, write flags (`s` set, `d` delete); the c check fields, the expected
- *     values of the `v` checks; per names check: kind letter, count, the fields; the w write
- *     fields, the values of the `s` writes;
+ *     n, set count s, delete count d; the c check fields, the expected values of the `v` checks;
+ *     per names check: kind letter, count, the fields; the s set fields and values (field, value,
+ *     ...), the d deleted fields;
  *   per outbox message: id, body.
- * Returns per unit: {1} applied, {2} duplicate, {3, key} refused (a key that is not a hash), or
- * {0, i, fields, ...}: for each entry i (0-based) whose check failed, its hash as HGETALL returns
- * it.
+ * Returns per unit: 1 applied, 2 duplicate, {3, key} refused (a key that is not a hash, nothing
+ * written), or {0, i, fields, ...}: for each entry i (0-based) whose check failed, its hash as
+ * HGETALL returns it.
  */
-const UNITS = `${HELPERS}
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+const UNITS = `
+local CHUNK = 1000
+local function call_range(cmd, key, from, to)
+  for s = from, to, CHUNK do
+    redis.call(cmd, key, unpack(ARGV, s, math.min(s + CHUNK - 1, to)))
+  end
+end
+-- HMGET of ARGV[from .. from + count - 1]; nil when the key is not a hash
+local function hmget_range(key, from, count)
+  if count <= CHUNK then
+    local r = redis.pcall('HMGET', key, unpack(ARGV, from, from + count - 1))
+    if r.err then return nil end
+    return r
+  end
+  local all = {}
+  for s = 0, count - 1, CHUNK do
+    local r = redis.pcall('HMGET', key, unpack(ARGV, from + s, from + math.min(s + CHUNK, count) - 1))
+    if r.err then return nil end
+    for i = 1, #r do all[s + i] = r[i] end
+  end
+  return all
+end
+local now
 local a = 3
 local out = {}
 for u = 1, tonumber(ARGV[2]) do
   local idem = tonumber(ARGV[a])
   local ne = tonumber(ARGV[a + 1])
   local no = tonumber(ARGV[a + 2])
-  local lease = tonumber(ARGV[a + 3])
-  local owner = ARGV[a + 4]
-  a = a + 5
-  local entries = {}
+  local lease, owner
+  a = a + 3
+  if no > 0 then
+    lease = tonumber(ARGV[a])
+    owner = ARGV[a + 1]
+    a = a + 2
+  end
+  local status = 1
+  if idem > 0 and not redis.call('SET', KEYS[idem], '1', 'NX', 'EX', ARGV[1]) then status = 2 end
+  local w = {}
+  local failed, wrong
   for i = 1, ne do
-    local e = { key = KEYS[tonumber(ARGV[a])], cf = {}, cv = {}, names = {}, sets = {}, dels = {} }
+    local key = KEYS[tonumber(ARGV[a])]
     local nc = tonumber(ARGV[a + 1])
     local cflags = ARGV[a + 2]
     local nn = tonumber(ARGV[a + 3])
-    local nw = tonumber(ARGV[a + 4])
-    local wflags = ARGV[a + 5]
-    a = a + 6
-    for j = 1, nc do e.cf[j] = ARGV[a + j - 1] end
-    a = a + nc
-    for j = 1, nc do
-      if string.byte(cflags, j) == 118 then
-        e.cv[j] = ARGV[a]
-        a = a + 1
-      else
-        e.cv[j] = false
+    local ns = tonumber(ARGV[a + 4])
+    local nd = tonumber(ARGV[a + 5])
+    local c = a + 6
+    local v = c + nc
+    local nv = 0
+    for j = 1, nc do if string.byte(cflags, j) == 118 then nv = nv + 1 end end
+    local n = v + nv
+    local p = n
+    for j = 1, nn do p = p + 2 + tonumber(ARGV[p + 1]) end
+    a = p + 2 * ns + nd
+    w[4 * i - 3], w[4 * i - 2], w[4 * i - 1], w[4 * i] = key, p, ns, nd
+    if status == 1 and not wrong then
+      local ok = true
+      if nc > 0 then
+        local cur = hmget_range(key, c, nc)
+        if not cur then
+          wrong = key
+        else
+          local e = v
+          for j = 1, nc do
+            local want = false
+            if string.byte(cflags, j) == 118 then want, e = ARGV[e], e + 1 end
+            if cur[j] ~= want then ok = false break end
+          end
+        end
+      end
+      if not wrong and ok and nn > 0 then
+        local fields = redis.pcall('HKEYS', key)
+        if fields.err then
+          wrong = key
+        else
+          local q = n
+          for j = 1, nn do
+            local kind, count, set = ARGV[q], tonumber(ARGV[q + 1]), {}
+            for m = 1, count do set[ARGV[q + 1 + m]] = true end
+            q = q + 2 + count
+            local seen = 0
+            for _, f in ipairs(fields) do
+              if string.sub(f, 1, 1) == kind then
+                if not set[f] then ok = false end
+                seen = seen + 1
+              end
+            end
+            if seen ~= count then ok = false end
+          end
+        end
+      end
+      if not wrong and nc == 0 and nn == 0 then
+        -- A key of another type would fail a write half-way: refuse the unit before writing.
+        local ty = redis.call('TYPE', key).ok
+        if ty ~= 'hash' and ty ~= 'none' then wrong = key end
+      end
+      if not ok then
+        failed = failed or {}
+        failed[#failed + 1] = i
       end
     end
-    for j = 1, nn do
-      local check = { kind = ARGV[a], set = {}, count = tonumber(ARGV[a + 1]) }
-      a = a + 2
-      for m = 1, check.count do check.set[ARGV[a + m - 1]] = true end
-      a = a + check.count
-      e.names[j] = check
-    end
-    local v = a + nw
-    for j = 1, nw do
-      if string.byte(wflags, j) == 115 then
-        e.sets[#e.sets + 1] = ARGV[a + j - 1]
-        e.sets[#e.sets + 1] = ARGV[v]
-        v = v + 1
-      else
-        e.dels[#e.dels + 1] = ARGV[a + j - 1]
-      end
-    end
-    a = v
-    entries[i] = e
   end
   local ob = a
   a = a + 2 * no
-  local status = 1
-  if idem > 0 and redis.call('EXISTS', KEYS[idem]) == 1 then status = 2 end
-  local failed = {}
-  local wrong = nil
-  if status == 1 then
-    -- A key of another type would fail a write half-way: refuse the unit before writing.
-    for i = 1, ne do
-      local ty = redis.call('TYPE', entries[i].key).ok
-      if ty ~= 'hash' and ty ~= 'none' then
-        wrong = entries[i].key
-        status = 3
-        break
-      end
-    end
-  end
+  if status == 1 and wrong then status = 3 elseif status == 1 and failed then status = 0 end
   if status == 1 then
     for i = 1, ne do
-      local e = entries[i]
-      local ok = true
-      if #e.cf > 0 then
-        local cur = hmget_list(e.key, e.cf)
-        for j = 1, #e.cf do
-          if cur[j] ~= e.cv[j] then
-            ok = false
-            break
-          end
-        end
-      end
-      if ok and #e.names > 0 then
-        local fields = redis.call('HKEYS', e.key)
-        for _, check in ipairs(e.names) do
-          local seen = 0
-          for _, f in ipairs(fields) do
-            if string.sub(f, 1, 1) == check.kind then
-              if not check.set[f] then ok = false end
-              seen = seen + 1
-            end
-          end
-          if seen ~= check.count then ok = false end
-        end
-      end
-      if not ok then failed[#failed + 1] = i end
+      local key, p, ns, nd = w[4 * i - 3], w[4 * i - 2], w[4 * i - 1], w[4 * i]
+      if ns > 0 then call_range('HSET', key, p, p + 2 * ns - 1) end
+      if nd > 0 then call_range('HDEL', key, p + 2 * ns, p + 2 * ns + nd - 1) end
     end
-    if #failed > 0 then status = 0 end
-  end
-  if status == 1 then
-    for i = 1, ne do
-      local e = entries[i]
-      if #e.sets > 0 then call_list('HSET', e.key, e.sets) end
-      if #e.dels > 0 then call_list('HDEL', e.key, e.dels) end
+    if no > 0 and not now then
+      local t = redis.call('TIME')
+      now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
     end
-    if idem > 0 then redis.call('SET', KEYS[idem], '1', 'EX', ARGV[1]) end
     for m = 0, no - 1 do
       local id = ARGV[ob + 2 * m]
       if redis.call('HSETNX', KEYS[2], id, ARGV[ob + 2 * m + 1]) == 1 then
@@ -297,14 +308,23 @@ for u = 1, tonumber(ARGV[2]) do
         redis.call('HSET', KEYS[3], id, owner)
       end
     end
+    out[u] = 1
+  elseif status == 2 then
+    out[u] = 2
+  else
+    -- Not applied: the key recorded above is taken back.
+    if idem > 0 then redis.call('DEL', KEYS[idem]) end
+    if status == 3 then
+      out[u] = { 3, wrong }
+    else
+      local r = { 0 }
+      for _, i in ipairs(failed) do
+        r[#r + 1] = i - 1
+        r[#r + 1] = redis.call('HGETALL', w[4 * i - 3])
+      end
+      out[u] = r
+    end
   end
-  local r = { status }
-  if wrong then r[2] = wrong end
-  for _, i in ipairs(failed) do
-    r[#r + 1] = i - 1
-    r[#r + 1] = redis.call('HGETALL', entries[i].key)
-  end
-  out[u] = r
 end
 return out
 `

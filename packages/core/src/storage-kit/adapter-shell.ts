@@ -14,8 +14,8 @@ import type {
 import {
   type CommitBackend,
   CommitQueue,
+  type CommitRetryPolicy,
   type CompareAndSetOptions,
-  type RetryPolicy,
   retryPolicy,
 } from './commit-queue.js'
 import { InFlight } from './in-flight.js'
@@ -50,7 +50,7 @@ export interface ShellConfig {
   readonly connection: object
   /** Everything the backends' closures depend on (prefix, table, timeout...). */
   readonly settings: string
-  readonly policy: RetryPolicy
+  readonly policy: CommitRetryPolicy
   readonly commits: () => CommitBackend
   readonly units: () => UnitBackend
   /**
@@ -140,7 +140,8 @@ export class AdapterShell {
     const invalid = this.#config.validateUnit?.(unit)
     if (invalid)
       return Promise.reject(new StorageError(this.#config.name, 'commitUnit', first, invalid))
-    return this.#inFlight.track(this.#queues.units.commit(unit))
+    this.#inFlight.start()
+    return this.#queues.units.commit(unit, this.#inFlight.end)
   }
 
   /** Forgets what the commit queue remembers of a subject (after it was flushed). */
@@ -159,7 +160,7 @@ export class AdapterShell {
 export function adapterDefaults(options: AdapterOptions): {
   readonly timeout: number
   readonly idempotencyTtl: number
-  readonly policy: RetryPolicy
+  readonly policy: CommitRetryPolicy
 } {
   return {
     timeout: options.timeout ?? 5000,

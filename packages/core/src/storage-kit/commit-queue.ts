@@ -100,7 +100,7 @@ export interface CommitBackend {
 }
 
 /** Per-commit retry settings. */
-export interface RetryPolicy {
+export interface CommitRetryPolicy {
   readonly maxAttempts: number
   readonly retryDelay: number
   /** Milliseconds after the first attempt past which a lost race is a `ConflictError`. */
@@ -108,7 +108,7 @@ export interface RetryPolicy {
 }
 
 /** The compare-and-set policy of `options`, with the defaults filled in. */
-export function retryPolicy(options: CompareAndSetOptions): RetryPolicy {
+export function retryPolicy(options: CompareAndSetOptions): CommitRetryPolicy {
   return {
     maxAttempts: options.maxAttempts ?? Number.POSITIVE_INFINITY,
     retryDelay: options.retryDelay ?? 2,
@@ -120,7 +120,7 @@ interface Pending {
   readonly subject: string
   readonly changes: readonly Change[]
   readonly key: string | undefined
-  readonly policy: RetryPolicy
+  readonly policy: CommitRetryPolicy
   /** Whether the exact old values of sets and deletes are needed (else they may be written blind). */
   readonly oldValues: boolean
   /** Failed compare-and-set attempts made against values just read from storage. */
@@ -172,7 +172,7 @@ export class CommitQueue {
     subject: string,
     changes: readonly Change[],
     key: string | undefined,
-    policy: RetryPolicy,
+    policy: CommitRetryPolicy,
     oldValues = true,
     onSettled?: () => void,
   ): Promise<CommitResult> {

@@ -30,10 +30,10 @@ export type {
   BatchEntry,
   BatchField,
   CommitBackend,
+  CommitRetryPolicy,
   CompareAndSetOptions,
   EntryOutcome,
   Raw,
-  RetryPolicy as CommitRetryPolicy,
 } from './commit-queue.js'
 export { CommitQueue, parseRaw, retryPolicy } from './commit-queue.js'
 export { InFlight } from './in-flight.js'

@@ -32,6 +32,7 @@ interface Queued {
   readonly unit: UnitCommit
   readonly resolve: (r: UnitCommitResult) => void
   readonly reject: (e: unknown) => void
+  readonly onSettled: (() => void) | undefined
   retries: number
 }
 
@@ -46,10 +47,13 @@ export class UnitQueue {
     this.#backend = backend
   }
 
-  /** Queues a unit; resolves with what became of it. */
-  commit(unit: UnitCommit): Promise<UnitCommitResult> {
+  /**
+   * Queues a unit; resolves with what became of it. `onSettled` is called just before the returned
+   * promise settles (an adapter counting its operations in flight needs no promise of its own).
+   */
+  commit(unit: UnitCommit, onSettled?: () => void): Promise<UnitCommitResult> {
     return new Promise((resolve, reject) => {
-      this.#waiting.push({ unit, resolve, reject, retries: 0 })
+      this.#waiting.push({ unit, resolve, reject, onSettled, retries: 0 })
       this.#schedule()
     })
   }
@@ -89,6 +93,7 @@ export class UnitQueue {
         for (let i = 0; i < batch.length; i++) {
           const q = batch[i]!
           const r = results[i]
+          q.onSettled?.()
           if (r === undefined)
             q.reject(
               new StorageError(
@@ -107,7 +112,10 @@ export class UnitQueue {
         for (const q of batch) {
           if (this.#backend.retryable(e) && q.retries++ < (this.#backend.maxRetries ?? 10))
             again.push(q)
-          else q.reject(this.#backend.fail(e))
+          else {
+            q.onSettled?.()
+            q.reject(this.#backend.fail(e))
+          }
         }
         if (again.length > 0) {
           // Back in front, in their order, after a short jittered pause (a deadlock's other side).

@@ -16,7 +16,6 @@
  * @module
  */
 
-export type { OwnConnection, StorageFactory } from './describe-storage.js'
 export { describeStorage } from './describe-storage.js'
 export type { FakeClock, FakeClockOptions } from './fake-clock.js'
 export { fakeClock } from './fake-clock.js'
@@ -26,3 +25,4 @@ export type { EventRecorder, EventSource, WaitForOptions } from './record-events
 export { recordEvents } from './record-events.js'
 export type { RunUnitOptions, TestEvent, UnitReport, UnitRunner } from './run-unit.js'
 export { runUnit } from './run-unit.js'
+export type { OwnConnection, StorageFactory } from './storage-factory.js'
