@@ -36,6 +36,9 @@ const wrapStorage = (storage: SubjectStorage, op: string, subject: string, e: un
         cause: e,
       })
 
+/** The values of a kind the subject holds none of (never written: typed read-only). */
+const NO_VALUES: ReadonlyMap<string, JsonValue> = new Map()
+
 /**
  * One subject's side of storage: its cached values (owned copies), the writes made outside units
  * of work and not yet stored ({@link PendingWrites}), loading, and its commits (store,
@@ -52,8 +55,8 @@ export class SubjectCache implements ViewBase {
   readonly #owner: { recentlyUsed: boolean }
   /** Cached properties, owned copies; the subject writes here directly. */
   props: Map<string, JsonValue> = new Map()
-  /** Cached ext properties, owned copies; the subject writes here directly. */
-  ext: Map<string, JsonValue> = new Map()
+  /** Cached ext properties, owned copies: made at the first (most subjects have none). */
+  #ext: Map<string, JsonValue> | undefined
   /** True once the cache holds what storage holds (with pending writes on top). */
   loaded = false
   #loading: Promise<void> | undefined
@@ -97,18 +100,30 @@ export class SubjectCache implements ViewBase {
   /** Drops the cached values and their memory (the subject was evicted). */
   drop(): void {
     this.props = new Map()
-    this.ext = new Map()
+    this.#ext = undefined
     this.loaded = false
   }
 
   // ---- the committed base of units of work ----
 
   value(kind: PropertyKind, name: string): JsonValue | undefined {
-    return (kind === 'prop' ? this.props : this.ext).get(name)
+    return this.of(kind).get(name)
   }
 
   names(kind: PropertyKind): Iterable<string> {
-    return (kind === 'prop' ? this.props : this.ext).keys()
+    return this.of(kind).keys()
+  }
+
+  /** The cached values of one kind, to read. */
+  of(kind: PropertyKind): ReadonlyMap<string, JsonValue> {
+    return kind === 'prop' ? this.props : (this.#ext ?? NO_VALUES)
+  }
+
+  /** The cached values of one kind, to write (the ext map made at the first write). */
+  writable(kind: PropertyKind): Map<string, JsonValue> {
+    if (kind === 'prop') return this.props
+    this.#ext ??= new Map()
+    return this.#ext
   }
 
   raw(kind: PropertyKind, name: string): string | undefined {
@@ -149,7 +164,7 @@ export class SubjectCache implements ViewBase {
 
   /** Copies of the cached values of one kind. */
   copy(kind: PropertyKind): Record<string, JsonValue> {
-    const map = kind === 'prop' ? this.props : this.ext
+    const map = this.of(kind)
     return Object.fromEntries([...map].map(([k, v]) => [k, cloneJson(v)]))
   }
 
@@ -191,7 +206,7 @@ export class SubjectCache implements ViewBase {
   /** Forgets the cached values: the next access reloads them and replays the pending writes. */
   #rebase(): void {
     this.props.clear()
-    this.ext.clear()
+    this.#ext = undefined
     this.loaded = false
     this.#loading = undefined
   }
@@ -199,9 +214,9 @@ export class SubjectCache implements ViewBase {
   /** Fills the (empty) cache from a snapshot, with the writes still pending on top. */
   #fill(snap: SubjectSnapshot): void {
     this.props.clear()
-    this.ext.clear()
+    this.#ext = undefined
     for (const [k, v] of Object.entries(snap.props)) this.props.set(k, v)
-    for (const [k, v] of Object.entries(snap.ext)) this.ext.set(k, v)
+    for (const [k, v] of Object.entries(snap.ext)) this.writable('ext').set(k, v)
     this.#raw = undefined
     this.#invalid = undefined
     for (const kind of KINDS) {
@@ -217,7 +232,7 @@ export class SubjectCache implements ViewBase {
     }
     // After a rebase, the writes still pending apply on top of what storage holds.
     for (const kind of KINDS) {
-      const map = kind === 'prop' ? this.props : this.ext
+      const map = this.of(kind)
       for (const [name, slot] of this.#pending?.of(kind) ?? [])
         this.#cacheStored(kind, name, replay(slot.change, map.get(name)))
     }
@@ -328,7 +343,7 @@ export class SubjectCache implements ViewBase {
     let corrections: Correction[] | undefined
     const pending = this.#pending
     for (const c of result.changes) {
-      const map = c.kind === 'prop' ? this.props : this.ext
+      const map = this.of(c.kind)
       const expected = replay(pending?.get(c.kind, c.name), c.newValue)
       const cached = map.get(c.name)
       if (cached !== expected && !jsonEqual(cached, expected)) {
@@ -357,7 +372,7 @@ export class SubjectCache implements ViewBase {
       const cached = this.loaded ? { props: this.copy('prop'), ext: this.copy('ext') } : undefined
       this.#pending = undefined
       this.props.clear()
-      this.ext.clear()
+      this.#ext = undefined
       this.#raw = undefined
       this.#invalid = undefined
       this.loaded = true
@@ -399,8 +414,8 @@ export class SubjectCache implements ViewBase {
   }
 
   #cacheStored(kind: PropertyKind, name: string, value: JsonValue | undefined): void {
-    const map = kind === 'prop' ? this.props : this.ext
-    if (value === undefined) map.delete(name)
-    else map.set(name, value)
+    if (value !== undefined) this.writable(kind).set(name, value)
+    else if (kind === 'prop') this.props.delete(name)
+    else this.#ext?.delete(name)
   }
 }

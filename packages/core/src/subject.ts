@@ -97,7 +97,7 @@ export class SubjectState implements Subject, ViewOwner {
         found = await cache.fetch(kind, property)
       } else {
         await cache.load()
-        const map = kind === 'prop' ? cache.props : cache.ext
+        const map = cache.of(kind)
         if (map.has(property)) found = { value: cloneJson(map.get(property)!) }
         else {
           const why = cache.invalid(kind, property)
@@ -215,7 +215,7 @@ export class SubjectState implements Subject, ViewOwner {
     options: WriteOptions | undefined,
     scope: Scope | undefined,
   ): Promise<WriteResult> {
-    const map = kind === 'prop' ? cache.props : cache.ext
+    const map = cache.writable(kind)
     const had = map.has(property)
     const oldValue = map.get(property)
     let newValue: JsonValue | undefined
