@@ -81,14 +81,38 @@ export class SubjectState implements Subject, ViewOwner {
     return this.#read('ext', property, options)
   }
 
-  async #read<T>(kind: PropertyKind, property: string, options?: GetOptions<T>): Promise<T> {
+  /**
+   * A read. From a view the unit already has, or a loaded cache, it is answered without an async
+   * frame (every promise costs, AsyncLocalStorage's hooks included); else after the load.
+   */
+  #read<T>(kind: PropertyKind, property: string, options?: GetOptions<T>): Promise<T> {
     if (this.evicted) return this.#forward().#read(kind, property, options)
     const unit = scopes.getStore()?.unit
     if (unit !== undefined) {
       // In a unit of work every read is of the unit's view (checked when it commits).
       const views = this.#inUnits()
-      return views.read(await views.of(unit), kind, property, options)
+      const view = views.of(unit)
+      if (view instanceof Promise) return view.then((v) => views.read(v, kind, property, options))
+      try {
+        return Promise.resolve(views.read(view, kind, property, options))
+      } catch (e) {
+        return Promise.reject(e)
+      }
     }
+    const cache = this.#cache
+    if (cache.loaded && options?.cache !== false) {
+      this.recentlyUsed = true
+      const map = cache.of(kind)
+      if (map.has(property)) return Promise.resolve(cloneJson(map.get(property)!) as T)
+    }
+    return this.#readAfterLoad(kind, property, options)
+  }
+
+  async #readAfterLoad<T>(
+    kind: PropertyKind,
+    property: string,
+    options?: GetOptions<T>,
+  ): Promise<T> {
     let found: { value: JsonValue } | undefined
     const cache = this.#cache
     cache.busy++
