@@ -10,10 +10,7 @@ export type PendingChange =
   | { readonly op: 'delete' }
   | { readonly op: 'update'; readonly fns: readonly ((v: JsonValue | undefined) => JsonValue)[] }
 
-/**
- * The pending write of one property. Its `change` is replaced (never mutated) on each write:
- * a commit in flight compares it by identity to know whether the property was written again.
- */
+/** The pending write of one property (its `change` replaced, never mutated, on each write). */
 export interface Slot {
   change: PendingChange
 }
@@ -162,23 +159,12 @@ export class PendingWrites {
     }
   }
 
-  /**
-   * After a write-through commit that included `own` (the property's pending write as it was,
-   * `ownChange`): unless the property was written again meanwhile, that write is now stored and
-   * leaves pending. Returns what is still pending for the property.
-   */
-  settle(
-    kind: PropertyKind,
-    name: string,
-    own: Slot | undefined,
-    ownChange: PendingChange | undefined,
-  ): PendingChange | undefined {
+  /** Takes the pending write of one property, for one commit. */
+  takeOne(kind: PropertyKind, name: string): Taken | undefined {
     const map = this.of(kind)
     const slot = map.get(name)
-    if (slot !== undefined && slot === own && own.change === ownChange) {
-      map.delete(name)
-      return undefined
-    }
-    return slot?.change
+    if (slot === undefined) return undefined
+    map.delete(name)
+    return { kind, name, change: toChange(kind, name, slot.change), pending: slot.change }
   }
 }

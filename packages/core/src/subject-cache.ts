@@ -272,18 +272,24 @@ export class SubjectCache implements ViewBase {
     property: string,
     next: PendingChange,
   ): Promise<CommittedChange> {
-    // The pending cached write of the property is committed with this one, in order.
-    const own = this.#pending?.of(kind).get(property)
-    const ownChange = own?.change
-    const change = toChange(kind, property, fold(ownChange, next))
-    return this.#commit([change], undefined, 'commit').then((result) => {
-      const committed = result.changes[0]!
-      // Unless the writer wrote this property again meanwhile, its pending write is now stored.
-      const rest = this.#pending?.settle(kind, property, own, ownChange)
-      this.#forgetStored(kind, property)
-      if (this.loaded) this.#cacheStored(kind, property, replay(rest, committed.newValue))
-      return committed
-    })
+    // The pending cached write of the property is committed with this one, in order: taken out
+    // of pending (as store() takes its writes), so a write made meanwhile starts afresh.
+    const own = this.#pending?.takeOne(kind, property)
+    const change = toChange(kind, property, fold(own?.pending, next))
+    return this.#commit([change], undefined, 'commit').then(
+      (result) => {
+        const committed = result.changes[0]!
+        this.#forgetStored(kind, property)
+        // What was written meanwhile applies on top of what was stored.
+        const rest = this.#pending?.get(kind, property)
+        if (this.loaded) this.#cacheStored(kind, property, replay(rest, committed.newValue))
+        return committed
+      },
+      (e: unknown) => {
+        if (own !== undefined) this.#pending!.restore([own]) // nothing was written
+        throw e
+      },
+    )
   }
 
   /**
