@@ -17,6 +17,7 @@
 import { ConflictError, StorageError } from '../errors.js'
 import type { JsonValue } from '../json.js'
 import type { Change, CommitResult, CommittedChange, PropertyKind } from '../storage.js'
+import { parseRaw } from './stored-values.js'
 
 /** Options every adapter built on {@link CommitQueue} takes for its compare-and-set retries. */
 export interface CompareAndSetOptions {
@@ -477,44 +478,4 @@ export class CommitQueue {
     this.#seen.set(subject, seen)
     if (this.#seen.size > CACHED_SUBJECTS) this.#seen.delete(this.#seen.keys().next().value!)
   }
-}
-
-/** An exponent of 3 digits or more: the only way JSON text can overflow a double. */
-const HUGE = /\d[eE]\+?\d{3}/
-
-/** Whether a JSON value holds only finite numbers. */
-function allFinite(v: JsonValue): boolean {
-  if (typeof v === 'number') return Number.isFinite(v)
-  if (v === null || typeof v !== 'object') return true
-  if (Array.isArray(v)) return v.every(allFinite)
-  for (const k in v) if (!allFinite(v[k]!)) return false
-  return true
-}
-
-/** Parses a stored JSON text; data that is not JSON (written by someone else) is a StorageError. */
-export function parseRaw(
-  raw: Raw,
-  storage: string,
-  subject: string,
-  name: string,
-): JsonValue | undefined {
-  if (raw === null) return undefined
-  let value: JsonValue
-  try {
-    value = JSON.parse(raw) as JsonValue
-  } catch (cause) {
-    throw new StorageError(storage, 'read', subject, `the stored value of ${name} is not JSON`, {
-      cause,
-    })
-  }
-  // A number outside the range of a double (1e400, written by another tool) parses as Infinity,
-  // which no JSON value holds: an error, as when the whole subject is loaded.
-  if (HUGE.test(raw) && !allFinite(value))
-    throw new StorageError(
-      storage,
-      'read',
-      subject,
-      `the stored value of ${name} holds a number outside the range of a double`,
-    )
-  return value
 }

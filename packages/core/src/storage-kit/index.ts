@@ -35,12 +35,13 @@ export type {
   EntryOutcome,
   Raw,
 } from './commit-queue.js'
-export { CommitQueue, parseRaw, retryPolicy } from './commit-queue.js'
+export { CommitQueue, retryPolicy } from './commit-queue.js'
 export { InFlight } from './in-flight.js'
 export { literalPrefix } from './literal-prefix.js'
 export {
   losesPrecision,
   objectMembers,
+  parseRaw,
   SnapshotBuilder,
   type TextComparison,
 } from './stored-values.js'

@@ -3,6 +3,7 @@
  * integers above 2^53, bare NaN) load without failing the whole subject, and their stored text is
  * kept (`raw`) so that a unit of work that read them can check them exactly.
  */
+import { StorageError } from '../errors.js'
 import type { JsonValue } from '../json.js'
 import type { PropertyKind, SubjectSnapshot } from '../storage.js'
 
@@ -37,7 +38,7 @@ export class SnapshotBuilder {
       this.#note('raw', kind, name, text)
       return
     }
-    if (!finite(value)) {
+    if (!allFinite(value)) {
       this.#note('invalid', kind, name, 'holds a number outside the range of a double')
       this.#note('raw', kind, name, text)
       return
@@ -84,14 +85,6 @@ const plain = (
   const out: Record<string, Record<string, string>> = {}
   for (const [k, v] of Object.entries(o)) if (v) out[k] = Object.fromEntries(Object.entries(v))
   return out
-}
-
-function finite(v: JsonValue): boolean {
-  if (typeof v === 'number') return Number.isFinite(v)
-  if (v === null || typeof v !== 'object') return true
-  if (Array.isArray(v)) return v.every(finite)
-  for (const k in v) if (!finite(v[k]!)) return false
-  return true
 }
 
 /**
@@ -173,4 +166,44 @@ function decimal(token: string): string {
   digits = digits.slice(0, digits.length - trail)
   e += trail
   return `${sign}${digits}e${e}`
+}
+
+/** An exponent of 3 digits or more: the only way JSON text can overflow a double. */
+const HUGE = /\d[eE]\+?\d{3}/
+
+/** Whether a JSON value holds only finite numbers. */
+function allFinite(v: JsonValue): boolean {
+  if (typeof v === 'number') return Number.isFinite(v)
+  if (v === null || typeof v !== 'object') return true
+  if (Array.isArray(v)) return v.every(allFinite)
+  for (const k in v) if (!allFinite(v[k]!)) return false
+  return true
+}
+
+/** Parses a stored JSON text; data that is not JSON (written by someone else) is a StorageError. */
+export function parseRaw(
+  raw: string | null,
+  storage: string,
+  subject: string,
+  name: string,
+): JsonValue | undefined {
+  if (raw === null) return undefined
+  let value: JsonValue
+  try {
+    value = JSON.parse(raw) as JsonValue
+  } catch (cause) {
+    throw new StorageError(storage, 'read', subject, `the stored value of ${name} is not JSON`, {
+      cause,
+    })
+  }
+  // A number outside the range of a double (1e400, written by another tool) parses as Infinity,
+  // which no JSON value holds: an error, as when the whole subject is loaded.
+  if (HUGE.test(raw) && !allFinite(value))
+    throw new StorageError(
+      storage,
+      'read',
+      subject,
+      `the stored value of ${name} holds a number outside the range of a double`,
+    )
+  return value
 }
